@@ -1,0 +1,50 @@
+"""Per-channel activation statistics through forward hooks.
+
+The "backdoor neurons" of BadNets (section 5.3) and the pruning defense of Fine-Pruning
+(section 3.1) both look at the mean activation of each channel of the last convolutional
+layer, ``mean_{n, h, w} ReLU(z_{n, c, h, w})``, on clean and on triggered inputs.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from .models import channel_layer, last_conv_layer
+
+
+@contextmanager
+def recording(model: nn.Module, layer: str):
+    """Record the outputs of module ``layer`` while the block runs: yields a list of tensors."""
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        raise ValueError(f"layer={layer!r} is not a module of {type(model).__name__}")
+    outputs: list[Tensor] = []
+    handle = modules[layer].register_forward_hook(lambda m, i, o: outputs.append(o.detach()))
+    try:
+        yield outputs
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def channel_activations(model: nn.Module, x: Tensor, conv: str | None = None,
+                        batch_size: int = 1000) -> Tensor:
+    """Per-image, per-channel mean post-ReLU activation of conv layer ``conv`` (default: the last).
+
+    Returns ``(N, channels)``. The hook sits on the conv's channel layer (its BatchNorm when it
+    has one, see :func:`fplab.models.channel_layer`) and applies the ReLU that follows.
+    """
+    conv = conv or last_conv_layer(model)
+    model.eval()
+    with recording(model, channel_layer(model, conv)) as outputs:
+        for i in range(0, len(x), batch_size):
+            model(x[i:i + batch_size])
+    return torch.cat([torch.relu(o).mean(dim=(2, 3)) for o in outputs])
+
+
+def mean_activations(model: nn.Module, x: Tensor, conv: str | None = None) -> Tensor:
+    """Mean activation of each channel of ``conv`` over all of ``x``: shape ``(channels,)``."""
+    return channel_activations(model, x, conv).mean(0)

@@ -1,0 +1,76 @@
+"""Safe files: SHA-256, atomic writes and verified, weights-only loading.
+
+Everything fplab writes to its cache (trained models, pre-processed datasets) goes through
+:func:`atomic_save`, which returns the file's SHA-256; everything it reads back goes through
+:func:`verified_load`, which refuses a file whose SHA-256 differs from the recorded one instead
+of silently re-creating it (the model-zoo lesson of the BadNets paper, section 6).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import IntegrityError
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save(obj, path: str | os.PathLike) -> str:
+    """``torch.save`` ``obj`` to ``path`` through a temporary file; return the file's SHA-256."""
+    path = Path(path)
+    _atomic_write(path, lambda handle: torch.save(obj, handle))
+    return sha256_file(path)
+
+
+def atomic_write_json(obj, path: str | os.PathLike) -> None:
+    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
+    text = json.dumps(obj, indent=2, sort_keys=True).encode()
+    _atomic_write(Path(path), lambda handle: handle.write(text))
+
+
+def verify_sha256(path: str | os.PathLike, expected: str) -> None:
+    """Raise :class:`IntegrityError` unless ``path`` exists and hashes to ``expected``."""
+    path = Path(path)
+    if not path.exists():
+        raise IntegrityError(f"{path} is missing; its manifest expects SHA-256 {expected}.")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise IntegrityError(
+            f"{path} failed its SHA-256 check: expected {expected}, got {actual}. The file was "
+            "modified or truncated after it was written. fplab will not load it or overwrite it: "
+            "restore the file, or delete its folder to rebuild it.")
+
+
+def verified_load(path: str | os.PathLike, expected_sha256: str):
+    """Check ``path`` against ``expected_sha256``, then ``torch.load`` it with ``weights_only=True``."""
+    verify_sha256(path, expected_sha256)
+    return torch.load(path, map_location="cpu", weights_only=True)

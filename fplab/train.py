@@ -1,0 +1,85 @@
+"""Training, fine-tuning and prediction on in-memory tensors, with progress bars.
+
+Mini-batches are drawn by indexing the tensors directly (no DataLoader workers), with the
+shuffle order fixed by ``seed``: on a CPU the same call gives the same weights every time.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .data import Data
+from .errors import check_choice
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU runs are then deterministic)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def random_shift(x: Tensor, pixels: int, gen: torch.Generator) -> Tensor:
+    """Shift each image by up to ``pixels`` in each direction (zero padding): cheap augmentation."""
+    if pixels <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(x, (pixels,) * 4)
+    dy, dx = torch.randint(0, 2 * pixels + 1, (2, n), generator=gen)
+    rows = (torch.arange(h)[None, :] + dy[:, None])[:, None, :, None]
+    cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, None, :]
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None],
+                  rows, cols]
+
+
+def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_size: int = 128,
+          optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
+          shift: int = 0, seed: int = 0, params=None, desc: str = "training",
+          progress: bool = True) -> list[float]:
+    """Train ``model`` in place on ``data`` with cross-entropy; return the mean loss per epoch.
+
+    ``params`` restricts the update to some parameters (fine-tuning only the last layers, as in
+    the BadNets transfer-learning attack); ``shift`` adds random-shift augmentation.
+    """
+    check_choice("optimizer", optimizer, OPTIMIZERS)
+    if epochs < 0 or batch_size < 1:
+        raise ValueError(f"epochs={epochs} must be >= 0 and batch_size={batch_size} >= 1")
+    if len(data) == 0:
+        raise ValueError("data is empty: nothing to train on")
+    params = list(model.parameters() if params is None else params)
+    opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if optimizer == "adam"
+           else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay))
+    gen = torch.Generator().manual_seed(seed)
+    steps = (len(data) + batch_size - 1) // batch_size
+    losses = []
+    model.train()
+    with tqdm(total=epochs * steps, desc=desc, disable=not progress, leave=False) as bar:
+        for _ in range(epochs):
+            order, total = torch.randperm(len(data), generator=gen), 0.0
+            for start in range(0, len(data), batch_size):
+                idx = order[start:start + batch_size]
+                x = random_shift(data.x[idx], shift, gen)
+                loss = nn.functional.cross_entropy(model(x), data.y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+                bar.update()
+            losses.append(total / len(data))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """Predicted labels for ``x`` (the model is put in eval mode and left there)."""
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
