@@ -1,0 +1,1 @@
+"""Attacks beyond plain data poisoning: pruning-aware, transfer learning, adversarial examples."""

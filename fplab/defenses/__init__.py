@@ -1,0 +1,1 @@
+"""Backdoor defenses: pruning, fine-tuning, fine-pruning, adversarial neuron pruning."""
