@@ -410,6 +410,32 @@ def _load_olivetti(root: Path, download: bool) -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- CIFAR-10
+
+CIFAR10_CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                       "ship", "truck"]
+
+
+@_register("cifar10", 10, "cifar-10-batches-py/{data_batch_1..5,test_batch}",
+           "run fplab.data.load_dataset('cifar10') with internet access (torchvision downloads "
+           "it); it is not part of the offline copy, so the fast profile uses MNIST or GTSRB.")
+def _load_cifar10(root: Path, download: bool) -> dict:
+    """CIFAR-10 (the full profile of the ANP chapter): val = 5,000 images held out of train."""
+    from torchvision.datasets import CIFAR10
+    try:
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=download)
+    except Exception as error:  # torchvision raises RuntimeError when the files are missing
+        raise _missing("cifar10", root, root / "cifar-10-batches-py", error) from None
+    x = torch.from_numpy(train.data).permute(0, 3, 1, 2).contiguous()
+    y = torch.tensor(train.targets)
+    perm = _fixed_perm(len(y), 3)
+    val_idx, train_idx = perm[:5000].sort().values, perm[5000:].sort().values
+    return {"train_x": x[train_idx], "train_y": y[train_idx], "val_x": x[val_idx],
+            "val_y": y[val_idx], "test_x": torch.from_numpy(test.data).permute(0, 3, 1, 2).contiguous(),
+            "test_y": torch.tensor(test.targets), "class_names": CIFAR10_CLASS_NAMES}
+
+
 # ----------------------------------------------------------------------------- synthetic
 
 @_register("synthetic", 10, "(nothing: generated in code)", "nothing to get.")
