@@ -1,0 +1,171 @@
+"""The ANP paper's benchmark (Wu and Wang, 2021, Table 1) as model-zoo recipes and one table.
+
+Attacks (all target class 0, 5% of the training set poisoned, as in the paper):
+
+============  ==========================================================================
+``BadNets``   a white square patch in the bottom-right corner, all-to-one (Gu et al., 2017)
+``Blend``     a fixed random pattern blended in at alpha = 0.2, all-to-one (Chen et al., 2017)
+``SIG``       a horizontal sinusoid added to target-class images only, clean label
+              (Barni et al., 2019)
+``CLB``       target-class images made hard by PGD on a clean model, then a checkerboard
+              patch, clean label (Turner et al., 2019; :mod:`fplab.attacks.clb`)
+============  ==========================================================================
+
+(the paper's IAB, an input-aware dynamic trigger, is not reproduced here.)
+
+Defenses: none; fine-tuning on the defender's clean images at two learning rates; fine-pruning
+(:mod:`fplab.defenses.fineprune`, chapter 4); ANP (:mod:`fplab.defenses.anp`). Profiles: ``full``
+is the paper's setting (CIFAR-10, PreAct-ResNet-18); ``fast`` is MNIST (10,000 training images)
+with the BadNets CNN plus BatchNorm, which trains in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .data import Data, Splits
+from .errors import check_choice
+from .metrics import evaluate
+from .models import build_model, copy_model
+from .poison import Attack
+from .train import seed_everything, train
+from .zoo import Recipe, load, register_trainer
+
+TARGET = 0
+RATE = 0.05
+ATTACKS = ("BadNets", "Blend", "SIG", "CLB")
+
+SETTINGS = {
+    "fast": {"dataset": "mnist", "model": "mnist_cnn_bn", "sizes": {"train": 10000},
+             "train": {"epochs": 2, "lr": 1e-3, "batch_size": 64},
+             "patch": 4, "sig_amplitude": 0.2, "clb_eps": 0.3},
+    "full": {"dataset": "cifar10", "model": "preact_resnet18", "sizes": None,
+             "train": {"epochs": 60, "lr": 0.01, "batch_size": 128, "optimizer": "sgd",
+                       "momentum": 0.9, "weight_decay": 5e-4, "shift": 4},
+             "patch": 3, "sig_amplitude": 20 / 255, "clb_eps": 16 / 255},
+}
+
+#: The paper's Table 1 (CIFAR-10, ResNet-18): ACC / ASR in % after each defense.
+PAPER_TABLE = pd.DataFrame(
+    [("BadNets", 93.73, 99.97, 90.48, 11.70, 87.23, 2.95, 92.18, 5.34, 90.20, 0.45),
+     ("Blend", 94.82, 100.0, 92.12, 47.17, 88.98, 10.20, 92.40, 65.39, 93.44, 0.46),
+     ("IAB-one", 93.89, 98.49, 88.68, 0.99, 84.85, 1.70, 91.57, 20.73, 92.62, 0.88),
+     ("CLB", 93.78, 99.94, 91.26, 12.51, 88.25, 1.17, 91.91, 3.40, 92.67, 3.98),
+     ("SIG", 93.64, 94.26, 91.19, 0.40, 88.63, 0.39, 91.64, 0.32, 93.40, 0.28)],
+    columns=["attack", "none ACC", "none ASR", "FT lr=0.01 ACC", "FT lr=0.01 ASR",
+             "FT lr=0.02 ACC", "FT lr=0.02 ASR", "FP ACC", "FP ASR", "ANP ACC", "ANP ASR"],
+).set_index("attack")
+
+
+def attack(name: str, profile: str = "fast", rate: float = RATE) -> Attack:
+    """The benchmark's attack ``name`` (see :data:`ATTACKS`) for ``profile``."""
+    check_choice("attack", name, ATTACKS)
+    check_choice("profile", profile, tuple(SETTINGS))
+    s = SETTINGS[profile]
+    patch = {"size": s["patch"], "position": "bottom-right"}
+    if name == "BadNets":
+        return Attack("square", "all_to_one", TARGET, rate, trigger_options=patch)
+    if name == "Blend":
+        return Attack("blend", "all_to_one", TARGET, rate, trigger_options={"alpha": 0.2})
+    if name == "SIG":
+        return Attack("sig", "clean_label", TARGET, rate,
+                      trigger_options={"amplitude": s["sig_amplitude"], "frequency": 6})
+    return Attack("checkerboard", "clean_label", TARGET, rate, trigger_options=patch)
+
+
+def recipe(name: str | None, profile: str = "fast", seed: int = 0, rate: float = RATE) -> Recipe:
+    """The zoo recipe of the model trained under attack ``name`` (``None``: the clean model)."""
+    check_choice("profile", profile, tuple(SETTINGS))
+    s = SETTINGS[profile]
+    base = dict(dataset=s["dataset"], model=s["model"], train=s["train"], seed=seed,
+                profile=profile, sizes=s["sizes"])
+    if name is None:
+        return Recipe(**base)
+    spec = attack(name, profile, rate).spec()
+    if name == "CLB":
+        return Recipe(**base, attack=spec, kind="clb",
+                      extra={"pgd_eps": s["clb_eps"], "pgd_steps": 10})
+    return Recipe(**base, attack=spec)
+
+
+@register_trainer("clb")
+def train_clb(recipe: Recipe, splits: Splits) -> nn.Module:
+    """CLB: PGD-harden the poisoned target-class images on the clean model of the same recipe
+    (from the zoo), add the trigger, train from scratch."""
+    from .attacks.clb import clb_poison
+    clean = load(Recipe(recipe.dataset, recipe.model, None, recipe.train, recipe.seed,
+                        recipe.profile, recipe.sizes, recipe.classes), splits=splits).model
+    seed_everything(recipe.seed)
+    data = clb_poison(splits.train, recipe.get_attack(), splits.num_classes, clean,
+                      recipe.extra["pgd_eps"], recipe.extra["pgd_steps"], seed=recipe.seed).data
+    model = build_model(recipe.model, splits.shape, splits.num_classes, seed=recipe.seed)
+    train(model, data, seed=recipe.seed, desc=f"training {recipe.dataset}/{recipe.model} CLB",
+          **recipe.train)
+    return model
+
+
+# ----------------------------------------------------------------------------- defenses
+
+def fine_tune(model: nn.Module, clean: Data, lr: float, epochs: int = 10, seed: int = 0) -> nn.Module:
+    """Fine-tuning baseline: a copy trained on the defender's clean images (SGD, momentum 0.9)."""
+    try:  # chapter 4's implementation, when present
+        from .defenses.finetune import fine_tune as ft
+    except ImportError:
+        ft = None
+    if ft is not None:
+        return ft(model, clean, epochs=epochs, lr=lr, optimizer="sgd", seed=seed, progress=False)
+    tuned = copy_model(model)
+    train(tuned, clean, epochs=epochs, lr=lr, optimizer="sgd", batch_size=128, seed=seed,
+          progress=False)
+    return tuned
+
+
+def run_defenses(model: nn.Module, splits: Splits, atk: Attack, clean: Data, anp: dict,
+                 fp: dict | None = None, ft_epochs: int = 10, seed: int = 0) -> dict:
+    """Clean accuracy / ASR (in %) of ``model`` before and after each defense.
+
+    ``clean`` is the defender's clean data (the same images for every defense); ``anp`` holds
+    the arguments of :func:`fplab.defenses.anp.anp_masks` plus ``threshold``; ``fp`` those of
+    chapter 4's fine-pruning (skipped, with NaN, when that module is not there).
+    """
+    from .defenses.anp import anp_masks, prune_by_threshold
+    K = splits.num_classes
+
+    def score(m):
+        r = evaluate(m, splits.test, atk, K)
+        return 100 * r["clean_acc"], 100 * r["asr"]
+
+    out = {"none": score(model)}
+    for lr in (0.01, 0.02):
+        out[f"FT lr={lr}"] = score(fine_tune(model, clean, lr, ft_epochs, seed))
+    out["FP"] = (float("nan"), float("nan"))
+    if fp is not None:
+        try:
+            from .defenses.fineprune import fine_prune
+        except ImportError:
+            fine_prune = None
+        if fine_prune is not None:
+            out["FP"] = score(fine_prune(model, clean, **fp).model)
+    args = dict(anp)
+    threshold = args.pop("threshold", 0.2)
+    masks = anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, progress=False, **args)
+    out["ANP"] = score(prune_by_threshold(model, masks, threshold).model)
+    return out
+
+
+def benchmark_table(results: dict[str, dict]) -> pd.DataFrame:
+    """``{attack: run_defenses(...)}`` -> one row per attack, ``<defense> ACC`` / ``ASR`` columns,
+    plus a row of average drops (ACC and ASR, relative to no defense)."""
+    rows = {}
+    for name, res in results.items():
+        rows[name] = {f"{d} {k}": v for d, (acc, asr) in res.items()
+                      for k, v in (("ACC", acc), ("ASR", asr))}
+    table = pd.DataFrame(rows).T
+    drop = {}
+    for col in table.columns:
+        base = table["none ACC" if col.endswith("ACC") else "none ASR"]
+        drop[col] = (base - table[col]).mean() if not col.startswith("none") else float("nan")
+    table.loc["avg drop"] = pd.Series(drop)
+    return table
