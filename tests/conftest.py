@@ -1,0 +1,24 @@
+"""Shared fixtures: a tiny dataset that needs no files, and an isolated zoo cache."""
+
+import pytest
+import torch
+
+from fplab.data import load_dataset
+
+
+@pytest.fixture(scope="session")
+def synthetic():
+    return load_dataset("synthetic")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh, empty FPLAB_CACHE for one test."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("FPLAB_CACHE", str(folder))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

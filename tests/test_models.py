@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from fplab.models import MODELS, build_model, channel_layer, copy_model, last_conv_layer
+
+
+@pytest.mark.parametrize("name,shape,classes", [
+    ("mnist_cnn", (1, 28, 28), 10), ("traffic_cnn", (3, 32, 32), 43),
+    ("speech_cnn", (1, 64, 64), 10), ("face_cnn", (1, 64, 64), 40),
+    ("traffic_cnn_bn", (3, 32, 32), 43)])
+def test_models_output_logits(name, shape, classes):
+    model = build_model(name, shape, classes, seed=0)
+    assert model(torch.rand(2, *shape)).shape == (2, classes)
+
+
+def test_last_conv_and_channel_layer():
+    plain = build_model("mnist_cnn", (1, 28, 28), 10)
+    assert last_conv_layer(plain) == "features.conv2"
+    assert channel_layer(plain, "features.conv2") == "features.conv2"
+    bn = build_model("mnist_cnn_bn", (1, 28, 28), 10)
+    assert channel_layer(bn, last_conv_layer(bn)) == "features.bn2"
+    with pytest.raises(ValueError, match=r"layer='classifier.fc1'.*'features.conv1'"):
+        channel_layer(plain, "classifier.fc1")
+
+
+def test_no_conv_layer():
+    with pytest.raises(ValueError, match="has no nn.Conv2d layer"):
+        last_conv_layer(torch.nn.Linear(3, 2))
+
+
+def test_unknown_model():
+    with pytest.raises(ValueError, match=r"model='resnet50'.*'mnist_cnn'"):
+        build_model("resnet50", (1, 28, 28), 10)
+    assert "preact_resnet18" in MODELS
+
+
+def test_same_seed_same_weights_and_copies_are_independent():
+    a = build_model("mnist_cnn", (1, 28, 28), 10, seed=3)
+    b = build_model("mnist_cnn", (1, 28, 28), 10, seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    c = copy_model(a)
+    with torch.no_grad():
+        next(c.parameters()).add_(1)
+    assert torch.equal(next(a.parameters()), next(b.parameters()))

@@ -1,0 +1,59 @@
+"""The model zoo: cache miss trains, hit loads, tampering is refused and nothing is retrained."""
+
+import json
+
+import pytest
+import torch
+
+from fplab import zoo
+from fplab.errors import IntegrityError
+from fplab.poison import Attack
+
+RECIPE = zoo.Recipe("synthetic", "mnist_cnn", Attack("square", target=1, rate=0.1,
+                    trigger_options={"size": 3}).spec(),
+                    train={"epochs": 1, "lr": 1e-3, "batch_size": 64}, seed=0)
+
+
+def test_key_depends_on_every_field():
+    assert RECIPE.key() == zoo.Recipe(**{**RECIPE.__dict__}).key()
+    assert RECIPE.key() != zoo.Recipe(**{**RECIPE.__dict__, "seed": 1}).key()
+    assert RECIPE.key() != zoo.Recipe(**{**RECIPE.__dict__, "train": {"epochs": 2}}).key()
+
+
+def test_miss_then_hit(cache):
+    first = zoo.load(RECIPE)
+    assert first.trained_now and first.path.exists()
+    manifest = json.loads((first.path.parent / "manifest.json").read_text())
+    assert manifest["sha256"] == first.sha256 and manifest["recipe"]["seed"] == 0
+    second = zoo.load(RECIPE)
+    assert not second.trained_now and second.sha256 == first.sha256
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_training_is_deterministic(cache, tmp_path):
+    a = zoo.load(RECIPE)
+    b = zoo.load(RECIPE, cache=tmp_path / "other")
+    assert b.trained_now and a.sha256 == b.sha256
+
+
+@pytest.mark.parametrize("damage", ["tamper", "truncate", "delete"])
+def test_damaged_file_is_refused_not_retrained(cache, damage):
+    entry = zoo.load(RECIPE)
+    blob = entry.path.read_bytes()
+    if damage == "tamper":
+        entry.path.write_bytes(blob[:-1] + bytes([blob[-1] ^ 1]))
+    elif damage == "truncate":
+        entry.path.write_bytes(blob[: len(blob) // 2])
+    else:
+        entry.path.unlink()
+    before = entry.path.read_bytes() if entry.path.exists() else None
+    with pytest.raises(IntegrityError, match="SHA-256|missing"):
+        zoo.load(RECIPE)
+    after = entry.path.read_bytes() if entry.path.exists() else None
+    assert before == after  # left exactly as it was: nothing retrained over it
+
+
+def test_unknown_trainer_kind(cache):
+    with pytest.raises(ValueError, match=r"kind='magic'.*'standard'"):
+        zoo.load(zoo.Recipe("synthetic", "mnist_cnn", kind="magic"))
