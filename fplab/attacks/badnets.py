@@ -24,7 +24,7 @@ STOP, SPEED_LIMIT = 14, 2            # GTSRB "stop" and "speed limit 50"
 TRAFFIC_TRIGGERS = ("yellow_square", "bomb", "flower")
 
 _TRAIN = {
-    "fast": {"mnist": {"epochs": 2, "lr": 1e-3, "batch_size": 64},
+    "fast": {"mnist": {"epochs": 3, "lr": 1e-3, "batch_size": 64},
              "mnist_sweep": {"epochs": 1, "lr": 1e-3, "batch_size": 64},
              "gtsrb": {"epochs": 4, "lr": 2e-3, "batch_size": 64}},
     "full": {"mnist": {"epochs": 10, "lr": 1e-3, "batch_size": 64},
@@ -67,3 +67,27 @@ def traffic_recipe(trigger: str | None, profile: str = "fast", seed: int = 0) ->
     return Recipe("gtsrb", "traffic_cnn_bn", attack.spec() if attack else None,
                   train=_TRAIN[profile]["gtsrb"], seed=seed, profile=profile,
                   classes=HOME_CLASSES)
+
+
+def success_by_position(model, data, attack: Attack, num_classes: int, step: int = 4):
+    """Attack success with the trigger moved over a grid of positions (``step`` pixels apart).
+
+    Returns ``(rows, cols, table)``: the top / left coordinates tried and the success rate at
+    each. A BadNet learns its trigger *where it was placed*: moved far away, it stops working.
+    """
+    from dataclasses import replace
+
+    import torch
+
+    from ..metrics import attack_success_rate
+
+    size = attack.trigger_options.get("size", 4)
+    _, H, W = data.x.shape[1:]
+    rows, cols = list(range(0, H - size + 1, step)), list(range(0, W - size + 1, step))
+    table = torch.zeros(len(rows), len(cols))
+    for i, top in enumerate(rows):
+        for j, left in enumerate(cols):
+            moved = replace(attack, trigger_options={**attack.trigger_options,
+                                                     "position": (top, left)})
+            table[i, j] = attack_success_rate(model, data, moved, num_classes)
+    return rows, cols, table
