@@ -82,9 +82,9 @@ def book(args) -> Path:
         shutil.copy(source / path.name if (source / path.name).exists() else path,
                     site / "notebooks" / path.name)
     command = [sys.executable, "-m", "jupyter_book", "build", str(site), "--path-output",
-               str(BUILD), "-W", "--keep-going"]
+               str(REPO_ROOT), "-W", "--keep-going"]  # the site lands in _build/html
     subprocess.run(command, check=True)
-    index = BUILD / "_build" / "html" / "index.html"
+    index = BUILD / "html" / "index.html"
     print(f"\nThe site is built: {index}\nOpen it in a browser, or serve it with "
           f"`python -m http.server -d {index.parent}`.")
     return index

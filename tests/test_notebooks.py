@@ -47,4 +47,4 @@ def test_book_builds_without_warnings():
     """The site builds from the committed notebooks with warnings as errors."""
     subprocess.run([sys.executable, "-m", "fplab", "book", "--no-execute"], cwd=REPO_ROOT,
                    check=True)
-    assert (REPO_ROOT / "_build" / "_build" / "html" / "index.html").exists()
+    assert (REPO_ROOT / "_build" / "html" / "index.html").exists()
