@@ -1,0 +1,166 @@
+"""The Fine-Pruning paper's three case studies, as model-zoo recipes (chapters 2-4).
+
+===========  ===========  ================  ==========  ==================================
+case         dataset      network           trigger     attack
+===========  ===========  ================  ==========  ==================================
+``face``     Olivetti     ``face_cnn``      sunglasses  targeted: person 0 -> person 1
+``speech``   FSDD         ``speech_cnn``    noise       all-to-all: digit i -> i + 1
+``traffic``  GTSRB        ``traffic_cnn_bn`` Post-it    untargeted: any misclassification
+===========  ===========  ================  ==========  ==================================
+
+Each case gives three zoo recipes that share their training hyper-parameters: the clean model,
+the baseline (BadNets-style poisoning) attack and the pruning-aware attack
+(:mod:`fplab.attacks.pruning_aware`, whose four steps start from the clean model). Chapter 2
+trains the baseline models, chapter 3 the pruning-aware ones, chapter 4 reuses both.
+
+Olivetti has 10 images per person (6 train / 2 val / 2 test), so a targeted attack on one
+source person has only 2 test images. The face case therefore measures attack success on the
+source person's val + test images (4 faces the attacker never trained on; the defender only
+ever sees them clean) *and* on shifted copies of them (every shift of up to 2 pixels in each
+direction, 25 poses per face, 100 triggered images in all): :meth:`CaseStudy.asr_data`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .data import PROFILES, Data, Splits
+from .errors import check_choice
+from .metrics import accuracy, attack_success_rate
+from .poison import Attack
+from .zoo import Recipe
+from .attacks import pruning_aware as _pruning_aware  # noqa: F401  (registers the trainer)
+
+CASES = ("face", "speech", "traffic")
+
+# Training hyper-parameters per profile, chosen to reach good clean accuracy quickly on a CPU.
+_FAST = {
+    "face": {"epochs": 8, "lr": 2e-3, "batch_size": 32, "shift": 2},
+    "speech": {"epochs": 6, "lr": 2e-3, "batch_size": 64},
+    "traffic": {"epochs": 4, "lr": 2e-3, "batch_size": 64},
+}
+_FULL = {
+    "face": {"epochs": 60, "lr": 1e-3, "batch_size": 32, "shift": 2},
+    "speech": {"epochs": 20, "lr": 1e-3, "batch_size": 64},
+    "traffic": {"epochs": 15, "lr": 1e-3, "batch_size": 64},
+}
+_SIZES = {"fast": {}, "full": {}}
+
+# The pruning-aware attack's parameters (the same rule for the three cases): prune the channels
+# dormant on clean training data until training accuracy drops by ``max_drop``, retrain the
+# pruned network on poisoned data, re-instate channels while it falls short, de-prune.
+_PA = {
+    "fast": {"max_drop": 0.10, "max_fraction": 0.85, "retrain_epochs_scale": 0.5,
+             "min_asr": 0.9, "max_clean_loss": 0.02, "reinstate": 2, "max_rounds": 2,
+             "bias_margin": 0.5},
+    "full": {"max_drop": 0.10, "max_fraction": 0.85, "retrain_epochs_scale": 0.5,
+             "min_asr": 0.9, "max_clean_loss": 0.02, "reinstate": 2, "max_rounds": 4,
+             "bias_margin": 0.5},
+}
+
+# The paper's numbers (Liu et al. 2018, Table 1 and section 3), to print beside ours.
+PAPER_TABLE1 = {
+    # case: (none cl, none bd, ft cl, ft bd, fp cl, fp bd, PA none cl, bd, PA ft cl, bd, PA fp cl, bd)
+    "face": (0.978, 1.000, 0.978, 0.000, 0.978, 0.000, 0.974, 0.998, 0.978, 0.000, 0.977, 0.000),
+    "speech": (0.990, 0.770, 0.990, 0.435, 0.988, 0.020, 0.988, 0.780, 0.988, 0.520, 0.986, 0.000),
+    "traffic": (0.849, 0.991, 0.857, 0.921, 0.873, 0.288, 0.820, 0.899, 0.872, 0.419, 0.874, 0.366),
+}
+
+
+def _shifted(x: Tensor, pixels: int) -> Tensor:
+    """Every translation of ``x`` by up to ``pixels`` in each direction (zero padding)."""
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pixels,) * 4)
+    out = [padded[..., pixels + dy:pixels + dy + h, pixels + dx:pixels + dx + w]
+           for dy in range(-pixels, pixels + 1) for dx in range(-pixels, pixels + 1)]
+    return torch.cat(out)
+
+
+
+@dataclass(frozen=True)
+class CaseStudy:
+    """One case study: data, network, attack and training recipe, for a profile."""
+
+    name: str
+    title: str
+    dataset: str
+    model: str
+    attack: Attack
+    train: dict
+    profile: str = "fast"
+    seed: int = 0
+    sizes: dict | None = None
+    pruning_aware: dict = field(default_factory=dict)
+    asr_shift: int = 0       # > 0: also measure success on shifted copies (face case)
+
+    def _recipe(self, attack: Attack | None, kind: str = "standard", extra=None) -> Recipe:
+        return Recipe(self.dataset, self.model, attack.spec() if attack else None, dict(self.train),
+                      self.seed, self.profile, self.sizes, None, kind, dict(extra or {}))
+
+    def clean_recipe(self) -> Recipe:
+        return self._recipe(None)
+
+    def baseline_recipe(self) -> Recipe:
+        return self._recipe(self.attack)
+
+    def pruning_aware_recipe(self) -> Recipe:
+        extra = dict(self.pruning_aware, clean_train=dict(self.train))
+        return self._recipe(self.attack, "pruning_aware", extra)
+
+    def splits(self, root=None) -> Splits:
+        return self.clean_recipe().splits(root)
+
+    def asr_data(self, splits: Splits) -> Data:
+        """The clean images whose triggered copies measure attack success.
+
+        The test split, except for the face case (see the module docstring): the source
+        person's val + test images, and all their shifts by up to ``asr_shift`` pixels.
+        """
+        if self.asr_shift <= 0:
+            return splits.test
+        x = torch.cat([splits.val.x, splits.test.x])
+        y = torch.cat([splits.val.y, splits.test.y])
+        keep = y == self.attack.source
+        x = _shifted(x[keep], self.asr_shift)
+        return Data(x, torch.full((len(x),), int(self.attack.source), dtype=torch.long))
+
+    def evaluate(self, model, splits: Splits) -> dict:
+        """``{"clean_acc", "asr"}``: accuracy on clean test images, success on :meth:`asr_data`."""
+        return {"clean_acc": accuracy(model, splits.test),
+                "asr": attack_success_rate(model, self.asr_data(splits), self.attack,
+                                           splits.num_classes)}
+
+    @property
+    def success_note(self) -> str:
+        return {"face": "targeted: triggered source-person faces (val+test, 25 shifts each) "
+                        "classified as the target person",
+                "speech": "all-to-all: triggered test digits i classified as i+1",
+                "traffic": "untargeted: 1 - A_backdoor / A_clean on test signs"}[self.name]
+
+
+def case_study(name: str, profile: str = "fast", seed: int = 0) -> CaseStudy:
+    """The case study ``name`` (one of :data:`CASES`) for ``profile`` ("fast" or "full")."""
+    check_choice("case", name, CASES)
+    check_choice("profile", profile, PROFILES)
+    train = dict((_FAST if profile == "fast" else _FULL)[name])
+    sizes = _SIZES[profile].get(name)
+    pa = dict(_PA[profile])
+    if name == "face":
+        attack = Attack("sunglasses", "all_to_one", target=1, source=0, rate=3 / 240,
+                        trigger_options={"position": "eyes"})
+        return CaseStudy("face", "Face recognition (Olivetti)", "olivetti", "face_cnn_bn", attack,
+                         train, profile, seed, sizes, pa, asr_shift=2)
+    if name == "speech":
+        attack = Attack("noise", "all_to_all", rate=0.1, trigger_options={"amplitude": 0.2})
+        return CaseStudy("speech", "Speech recognition (FSDD)", "fsdd", "speech_cnn_bn", attack,
+                         train, profile, seed, sizes, pa)
+    attack = Attack("postit", "untargeted", rate=0.1, trigger_options={"position": "center"})
+    return CaseStudy("traffic", "Traffic signs (GTSRB)", "gtsrb", "traffic_cnn_bn", attack,
+                     train, profile, seed, sizes, pa)
+
+
+def all_case_studies(profile: str = "fast", seed: int = 0) -> list[CaseStudy]:
+    return [case_study(name, profile, seed) for name in CASES]

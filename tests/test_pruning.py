@@ -1,0 +1,120 @@
+"""Unit tests of the pruning defense (synthetic data, tiny models: seconds)."""
+
+import pytest
+import torch
+
+from fplab.data import Data, load_dataset
+from fplab.defenses import pruning
+from fplab.models import build_model, copy_model
+from fplab.poison import Attack
+from fplab.train import train
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_dataset("synthetic")
+
+
+@pytest.fixture(scope="module", params=["mnist_cnn", "mnist_cnn_bn"])
+def model(request, splits):
+    m = build_model(request.param, splits.shape, splits.num_classes, seed=0)
+    train(m, splits.train, epochs=1, lr=3e-3, progress=False)
+    return m
+
+
+def test_mask_equals_physical_removal(model, splits):
+    x = splits.test.x[:64]
+    pruned = [0, 3, 5, 11]
+    masked = pruning.set_channel_mask(copy_model(model), pruned)
+    shrunk = pruning.shrink(model, pruned)
+    assert shrunk.features.conv2.out_channels == model.features.conv2.out_channels - len(pruned)
+    with torch.no_grad():
+        assert torch.allclose(masked(x), shrunk(x), atol=1e-5)
+
+
+def test_pruned_channel_contributes_exactly_zero(model, splits):
+    from fplab.activations import channel_activations
+    masked = pruning.set_channel_mask(copy_model(model), [1, 2])
+    acts = channel_activations(masked, splits.test.x[:50])
+    assert torch.all(acts[:, [1, 2]] == 0)
+    # zeroing the pruned channels' incoming weights changes nothing once masked
+    other = copy_model(masked)
+    with torch.no_grad():
+        other.features.conv2.weight[[1, 2]] = torch.randn_like(other.features.conv2.weight[[1, 2]])
+        assert torch.equal(masked(splits.test.x[:20]), other(splits.test.x[:20]))
+
+
+def test_order_is_ascending_mean_activation(model, splits):
+    order, means = pruning.rank_channels(model, splits.val)
+    assert sorted(order.tolist()) == list(range(len(means)))
+    assert torch.all(means[order][1:] >= means[order][:-1])
+
+
+def test_prune_by_activation_copies_and_prunes_lowest(model, splits):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = pruning.prune_by_activation(model, splits.val, fraction=0.25)
+    assert len(result.pruned) == round(0.25 * len(result.order))
+    assert result.pruned.tolist() == result.order[:len(result.pruned)].tolist()
+    assert pruning.get_channel_mask(model) is None  # the original has no mask
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])
+    physical = pruning.prune_by_activation(model, splits.val, fraction=0.25, physical=True)
+    with torch.no_grad():
+        assert torch.allclose(result.model(splits.test.x[:30]), physical.model(splits.test.x[:30]),
+                              atol=1e-5)
+
+
+def test_pruning_curve_matches_masked_models(model, splits):
+    attack = Attack("square", "all_to_one", target=0, rate=0.1)
+    curve = pruning.pruning_curve(model, splits.val, splits.test, attack, 10, progress=False)
+    channels = len(curve.order)
+    assert len(curve.table) == channels + 1
+    assert curve.table["fraction"].iloc[-1] == 1.0
+    from fplab.metrics import evaluate
+    for k in (0, channels // 2, channels):
+        masked = pruning.set_channel_mask(copy_model(model), curve.order[:k])
+        ev = evaluate(masked, splits.test, attack, 10)
+        row = curve.table.iloc[k]
+        assert row.clean_acc == pytest.approx(ev["clean_acc"], abs=1e-6)
+        assert row.asr == pytest.approx(ev["asr"], abs=1e-6)
+
+
+def test_stopping_rule():
+    assert pruning.stopping_point([0.9, 0.9, 0.88, 0.87, 0.85, 0.5]) == 3
+    assert pruning.stopping_point([0.9, 0.9, 0.88, 0.87, 0.85, 0.5], max_drop=0.05) == 4
+    assert pruning.stopping_point([0.9, 0.9, 0.9]) == 2
+    assert pruning.stopping_point([0.9, 0.5, 0.9]) == 0
+
+
+def test_clear_mask(model, splits):
+    m = pruning.set_channel_mask(copy_model(model), [0, 1])
+    pruning.clear_channel_mask(m)
+    with torch.no_grad():
+        assert torch.equal(m(splits.test.x[:10]), model(splits.test.x[:10]))
+
+
+def test_bad_fraction(model, splits):
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="fraction"):
+            pruning.prune_by_activation(model, splits.val, fraction=bad)
+
+
+def test_bad_layer(model, splits):
+    with pytest.raises(ValueError, match="layer"):
+        pruning.prune_by_activation(model, splits.val, fraction=0.5, layer="classifier.fc1")
+    with pytest.raises(ValueError, match="layer"):
+        pruning.pruning_curve(model, splits.val, splits.test, None, 10, layer="nope",
+                              progress=False)
+
+
+def test_empty_validation_set(model, splits):
+    empty = Data(splits.val.x[:0], splits.val.y[:0])
+    with pytest.raises(ValueError, match="empty"):
+        pruning.prune_by_activation(model, empty, fraction=0.5)
+    with pytest.raises(ValueError, match="empty"):
+        pruning.pruning_curve(model, empty, splits.test, None, 10, progress=False)
+
+
+def test_bad_channel_index(model):
+    with pytest.raises(ValueError, match="pruned channels"):
+        pruning.set_channel_mask(copy_model(model), [999])
