@@ -1,12 +1,15 @@
 """The Fine-Pruning paper's three case studies, as model-zoo recipes (chapters 2-4).
 
-===========  ===========  ================  ==========  ==================================
-case         dataset      network           trigger     attack
-===========  ===========  ================  ==========  ==================================
-``face``     Olivetti     ``face_cnn``      sunglasses  targeted: person 0 -> person 1
-``speech``   FSDD         ``speech_cnn``    noise       all-to-all: digit i -> i + 1
-``traffic``  GTSRB        ``traffic_cnn_bn`` Post-it    untargeted: any misclassification
-===========  ===========  ================  ==========  ==================================
+============  ===========  =================  ==========  ==================================
+case          dataset      network            trigger     attack
+============  ===========  =================  ==========  ==================================
+``face``      Olivetti     ``face_cnn_bn``    sunglasses  targeted: person 0 -> person 1
+``speech``    FSDD         ``speech_cnn_bn``  noise       all-to-all: digit i -> i + 1
+``traffic``   GTSRB        ``traffic_cnn_bn`` Post-it     untargeted: any misclassification
+============  ===========  =================  ==========  ==================================
+
+The BatchNorm variants train to a usable accuracy in a few CPU epochs; without BatchNorm the
+face network needed more than 12 epochs to leave chance level (measured on a 2-core CPU).
 
 Each case gives three zoo recipes that share their training hyper-parameters: the clean model,
 the baseline (BadNets-style poisoning) attack and the pruning-aware attack

@@ -37,3 +37,17 @@ def fine_prune(model: nn.Module, val: Data, fraction: float | None = None,
     tuned = fine_tune(pruned.model, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                       progress=progress, **options)
     return FinePruned(tuned, pruned)
+
+
+def compare_defenses(model: nn.Module, evaluate, val: Data, epochs: int = DEFAULT_EPOCHS,
+                     lr: float = DEFAULT_LR, max_drop: float = DEFAULT_MAX_DROP, seed: int = 0,
+                     progress: bool = True) -> dict:
+    """The defender's strategies on one suspect ``model``, with the same fine-tuning budget:
+    ``{"none", "prune", "fine-tune", "fine-prune"}`` -> ``evaluate(model)`` (a dict such as
+    ``{"clean_acc", "asr"}``), plus ``"pruned fraction"``."""
+    pruned = prune_by_activation(model, val, max_drop=max_drop)
+    tuned = fine_tune(model, val, epochs=epochs, lr=lr, seed=seed, progress=progress)
+    fp = fine_tune(pruned.model, val, epochs=epochs, lr=lr, seed=seed, progress=progress)
+    return {"none": evaluate(model), "prune": evaluate(pruned.model),
+            "fine-tune": evaluate(tuned), "fine-prune": evaluate(fp),
+            "pruned fraction": pruned.fraction}
