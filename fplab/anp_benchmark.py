@@ -28,7 +28,7 @@ from torch import nn
 from .data import Data, Splits
 from .errors import check_choice
 from .metrics import evaluate
-from .models import build_model, copy_model
+from .models import build_model
 from .poison import Attack
 from .train import seed_everything, train
 from .zoo import Recipe, load, register_trainer
@@ -36,6 +36,8 @@ from .zoo import Recipe, load, register_trainer
 TARGET = 0
 RATE = 0.05
 ATTACKS = ("BadNets", "Blend", "SIG", "CLB")
+#: Not in the paper: BadNets with the patch in the image centre (an ablation of the notebook).
+EXTRA_ATTACKS = ("BadNets-centre",)
 
 SETTINGS = {
     "fast": {"dataset": "mnist", "model": "mnist_cnn_bn", "sizes": {"train": 10000},
@@ -60,13 +62,16 @@ PAPER_TABLE = pd.DataFrame(
 
 
 def attack(name: str, profile: str = "fast", rate: float = RATE) -> Attack:
-    """The benchmark's attack ``name`` (see :data:`ATTACKS`) for ``profile``."""
-    check_choice("attack", name, ATTACKS)
+    """The benchmark's attack ``name`` (see :data:`ATTACKS`, :data:`EXTRA_ATTACKS`) for ``profile``."""
+    check_choice("attack", name, ATTACKS + EXTRA_ATTACKS)
     check_choice("profile", profile, tuple(SETTINGS))
     s = SETTINGS[profile]
     patch = {"size": s["patch"], "position": "bottom-right"}
     if name == "BadNets":
         return Attack("square", "all_to_one", TARGET, rate, trigger_options=patch)
+    if name == "BadNets-centre":
+        return Attack("square", "all_to_one", TARGET, rate,
+                      trigger_options={**patch, "position": "center"})
     if name == "Blend":
         return Attack("blend", "all_to_one", TARGET, rate, trigger_options={"alpha": 0.2})
     if name == "SIG":
@@ -109,17 +114,10 @@ def train_clb(recipe: Recipe, splits: Splits) -> nn.Module:
 # ----------------------------------------------------------------------------- defenses
 
 def fine_tune(model: nn.Module, clean: Data, lr: float, epochs: int = 10, seed: int = 0) -> nn.Module:
-    """Fine-tuning baseline: a copy trained on the defender's clean images (SGD, momentum 0.9)."""
-    try:  # chapter 4's implementation, when present
-        from .defenses.finetune import fine_tune as ft
-    except ImportError:
-        ft = None
-    if ft is not None:
-        return ft(model, clean, epochs=epochs, lr=lr, optimizer="sgd", seed=seed, progress=False)
-    tuned = copy_model(model)
-    train(tuned, clean, epochs=epochs, lr=lr, optimizer="sgd", batch_size=128, seed=seed,
-          progress=False)
-    return tuned
+    """The paper's fine-tuning baseline: chapter 4's :func:`~fplab.defenses.finetune.fine_tune`
+    (a copy, trained on the clean images) with SGD (momentum 0.9) at learning rate ``lr``."""
+    from .defenses.finetune import fine_tune as ft
+    return ft(model, clean, epochs=epochs, lr=lr, optimizer="sgd", seed=seed, progress=False)
 
 
 def run_defenses(model: nn.Module, splits: Splits, atk: Attack, clean: Data, anp: dict,
@@ -128,7 +126,7 @@ def run_defenses(model: nn.Module, splits: Splits, atk: Attack, clean: Data, anp
 
     ``clean`` is the defender's clean data (the same images for every defense); ``anp`` holds
     the arguments of :func:`fplab.defenses.anp.anp_masks` plus ``threshold``; ``fp`` those of
-    chapter 4's fine-pruning (skipped, with NaN, when that module is not there).
+    chapter 4's :func:`~fplab.defenses.fineprune.fine_prune` (``None`` skips it).
     """
     from .defenses.anp import anp_masks, prune_by_threshold
     K = splits.num_classes
@@ -140,14 +138,9 @@ def run_defenses(model: nn.Module, splits: Splits, atk: Attack, clean: Data, anp
     out = {"none": score(model)}
     for lr in (0.01, 0.02):
         out[f"FT lr={lr}"] = score(fine_tune(model, clean, lr, ft_epochs, seed))
-    out["FP"] = (float("nan"), float("nan"))
     if fp is not None:
-        try:
-            from .defenses.fineprune import fine_prune
-        except ImportError:
-            fine_prune = None
-        if fine_prune is not None:
-            out["FP"] = score(fine_prune(model, clean, **fp).model)
+        from .defenses.fineprune import fine_prune
+        out["FP"] = score(fine_prune(model, clean, seed=seed, progress=False, **fp).model)
     args = dict(anp)
     threshold = args.pop("threshold", 0.2)
     masks = anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, progress=False, **args)
@@ -169,3 +162,40 @@ def benchmark_table(results: dict[str, dict]) -> pd.DataFrame:
         drop[col] = (base - table[col]).mean() if not col.startswith("none") else float("nan")
     table.loc["avg drop"] = pd.Series(drop)
     return table
+
+
+# ----------------------------------------------------------------------------- notebook helpers
+
+def neuron_sensitivity(models: dict[str, nn.Module], clean: Data, eps_values, target: int = TARGET,
+                       steps: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Adversarial neuron perturbation alone (no trigger) on each model, over ``eps_values``:
+    error rate and share of images predicted as ``target`` (in %), one row per (model, eps)."""
+    from .defenses.anp import perturbation_effect
+    rows = []
+    for name, model in models.items():
+        for eps in eps_values:
+            r = perturbation_effect(model, clean, eps, target=target, steps=steps, seed=seed)
+            rows.append({"model": name, "eps": eps, "error %": 100 * r["error"],
+                         "predicted target %": 100 * r["predicted_target"]})
+    return pd.DataFrame(rows)
+
+
+def sensitivity(model: nn.Module, clean: Data, test: Data, atk: Attack, num_classes: int,
+                base: dict, param: str, values, threshold: float = 0.2, seed: int = 0) -> pd.DataFrame:
+    """ANP with one argument of :func:`~fplab.defenses.anp.anp_masks` varied over ``values``
+    (the others as in ``base``); clean accuracy and ASR (%) after pruning at ``threshold``.
+
+    ``n_clean`` draws that many of the ``clean`` images (the first ``n`` of one fixed shuffle)."""
+    from .defenses.anp import anp_masks, clean_subset, prune_by_threshold
+    rows = []
+    for value in values:
+        args = {**base, param: value}
+        n = args.pop("n_clean", len(clean))
+        subset = clean_subset(clean, n, seed) if n < len(clean) else clean
+        result = anp_masks(model, subset, n_clean=len(subset), seed=seed, cache=True,
+                           progress=False, **args)
+        pruned = prune_by_threshold(model, result, threshold)
+        r = evaluate(pruned.model, test, atk, num_classes)
+        rows.append({param: value, "pruned": pruned.count, "ACC": 100 * r["clean_acc"],
+                     "ASR": 100 * r["asr"]})
+    return pd.DataFrame(rows)

@@ -158,15 +158,25 @@ class NeuronPerturbation:
 
 
 class _Frozen:
-    """Eval mode and ``requires_grad=False`` on every parameter; both restored on exit."""
+    """Eval mode and ``requires_grad=False`` on every parameter; both restored on exit.
 
-    def __init__(self, model: nn.Module):
-        self.model = model
+    ``batch_stats=True`` runs the BatchNorm layers on batch statistics instead (as the original
+    code, which optimises in train mode) without updating their running statistics.
+    """
+
+    def __init__(self, model: nn.Module, batch_stats: bool = False):
+        self.model, self.batch_stats = model, batch_stats
 
     def __enter__(self):
-        self.training = self.model.training
+        self.training = [(m, m.training) for m in self.model.modules()]
         self.flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        self.tracking = [(m, m.track_running_stats) for m in self.model.modules()
+                         if isinstance(m, _NORMS)]
         self.model.eval()
+        if self.batch_stats:
+            for m, _ in self.tracking:
+                m.train()
+                m.track_running_stats = False
         for p, _ in self.flags:
             p.requires_grad_(False)
         return self.model
@@ -174,7 +184,10 @@ class _Frozen:
     def __exit__(self, *exc):
         for p, flag in self.flags:
             p.requires_grad_(flag)
-        self.model.train(self.training)
+        for m, flag in self.tracking:
+            m.track_running_stats = flag
+        for m, flag in self.training:
+            m.training = flag
 
 
 def _check(eps: float, alpha: float | None = None, steps: int = 1) -> None:
@@ -214,7 +227,8 @@ def _maximise_noise(pert: NeuronPerturbation, model, x, y, eps: float, steps: in
 # ----------------------------------------------------------------------------- neuron sensitivity
 
 def perturbation_effect(model: nn.Module, data: Data, eps: float, target: int | None = None,
-                        steps: int = 10, seed: int = 0, layers=None) -> dict:
+                        steps: int = 10, seed: int = 0, layers=None,
+                        batch_stats: bool = False) -> dict:
     """Adversarial neuron perturbation alone, no trigger: how the model's predictions move.
 
     Finds ``delta, xi`` (|.| <= eps) maximising the cross-entropy on the clean ``data`` with
@@ -226,7 +240,7 @@ def perturbation_effect(model: nn.Module, data: Data, eps: float, target: int | 
     device = _device(model)
     x, y = data.x.to(device), data.y.to(device)
     gen = torch.Generator().manual_seed(seed)
-    with _Frozen(model), NeuronPerturbation(model, layers) as pert:
+    with _Frozen(model, batch_stats), NeuronPerturbation(model, layers) as pert:
         if eps > 0:
             _maximise_noise(pert, model, x, y, eps, steps, gen, step_size=2.5 * eps / steps)
         pert.mode = "perturbed"
@@ -272,7 +286,8 @@ def clean_subset(data: Data, n_clean: int, seed: int = 0) -> Data:
 
 def anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: int = 1, alpha: float = 0.2,
               lr: float = 0.2, iterations: int = 2000, batch_size: int = 128, n_clean: int = 500,
-              seed: int = 0, layers=None, cache: bool = False, progress: bool = True) -> ANPResult:
+              seed: int = 0, layers=None, batch_stats: bool = False, cache: bool = False,
+              progress: bool = True) -> ANPResult:
     """Optimise ANP's neuron masks on ``n_clean`` clean images of ``data`` (the paper's defaults).
 
     Objective (Wu and Wang, 2021, eq. 5)::
@@ -294,6 +309,8 @@ def anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: int = 1, al
     clean = clean_subset(data, n_clean, seed)
     args = dict(eps=eps, steps=steps, alpha=alpha, lr=lr, iterations=iterations,
                 batch_size=batch_size, n_clean=n_clean, seed=seed, layers=layers)
+    if batch_stats:
+        args["batch_stats"] = True
     if cache:
         key = _cache_key(model, clean, args)
         hit = _cache_read(key)
@@ -303,7 +320,7 @@ def anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: int = 1, al
     x_all, y_all = clean.x.to(device), clean.y.to(device)
     gen = torch.Generator().manual_seed(seed)
     losses, start = [], time.perf_counter()
-    with _Frozen(model), NeuronPerturbation(model, layers) as pert:
+    with _Frozen(model, batch_stats), NeuronPerturbation(model, layers) as pert:
         masks = list(pert.mask.values())
         for m in masks:
             m.requires_grad_(True)
@@ -316,7 +333,12 @@ def anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: int = 1, al
             pos += batch_size
             x, y = x_all[idx], y_all[idx]
             n = len(idx)
-            if eps > 0:
+            if eps > 0 and batch_stats:  # batch statistics: separate passes, no mixing
+                _maximise_noise(pert, model, x, y, eps, steps, gen)
+                loss_rob = nn.functional.cross_entropy(model(x), y)
+                pert.mode = "clean"
+                loss = alpha * nn.functional.cross_entropy(model(x), y) + (1 - alpha) * loss_rob
+            elif eps > 0:
                 _maximise_noise(pert, model, x, y, eps, steps, gen)
                 pert.mode, pert.split = "both", n
                 logits = model(torch.cat([x, x]))
