@@ -86,14 +86,17 @@ def test_perturbation_matches_scaled_weights(splits):
     assert torch.allclose(hooked, plain, atol=1e-5)
 
 
-def test_model_restored_exactly_after_optimisation(splits):
+@pytest.mark.parametrize("batch_stats", [False, True])
+def test_model_restored_exactly_after_optimisation(splits, batch_stats):
     model = tiny_model(True)
     model.train()
     state = snapshot(model)
     flags = [p.requires_grad for p in model.parameters()]
-    result = anp_masks(model, splits.val, iterations=5, batch_size=32, n_clean=64, progress=False)
-    assert same_state(model, state)
-    assert model.training
+    result = anp_masks(model, splits.val, iterations=5, batch_size=32, n_clean=64, progress=False,
+                       batch_stats=batch_stats)
+    assert same_state(model, state)  # running statistics included
+    assert all(m.training for m in model.modules())
+    assert model[1].track_running_stats
     assert [p.requires_grad for p in model.parameters()] == flags
     assert not any(m._forward_hooks for m in model.modules())
     assert all(p.grad is None for p in model.parameters())
