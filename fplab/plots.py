@@ -30,19 +30,22 @@ def image_grid(images: Tensor, titles: list[str] | None = None, ncols: int = 8,
 
 def activation_bars(clean: Tensor, triggered: Tensor, highlight: Tensor | None = None,
                     title: str = "Mean activation of each channel of the last conv layer"):
-    """Side-by-side bars of per-channel mean activations on clean and on triggered inputs."""
+    """Per-channel mean activations on clean and triggered inputs (top) and their difference
+    (bottom), with the ``highlight`` channels (e.g. the backdoor neurons) in red."""
     channels = torch.arange(len(clean))
-    fig, ax = plt.subplots(figsize=(10, 3.4))
-    ax.bar(channels - 0.2, clean, width=0.4, label="clean inputs", color="tab:blue")
-    ax.bar(channels + 0.2, triggered, width=0.4, label="triggered inputs", color="tab:red")
-    if highlight is not None:
-        for c in highlight.tolist():
-            ax.annotate("backdoor", (c + 0.2, triggered[c].item()), ha="center", va="bottom",
-                        fontsize=8, color="tab:red")
-    ax.set_xlabel("channel of the last convolutional layer")
-    ax.set_ylabel("mean activation (after ReLU)")
-    ax.set_title(title)
-    ax.legend()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.6), sharex=True)
+    top.bar(channels - 0.2, clean, width=0.4, label="clean inputs", color="tab:blue")
+    top.bar(channels + 0.2, triggered, width=0.4, label="triggered inputs", color="tab:orange")
+    top.set_ylabel("mean activation\n(after ReLU)")
+    top.set_title(title)
+    top.legend()
+    colours = ["tab:grey"] * len(clean)
+    for c in (highlight.tolist() if highlight is not None else []):
+        colours[c] = "tab:red"
+    bottom.bar(channels, triggered - clean, color=colours)
+    bottom.axhline(0, color="black", linewidth=0.8)
+    bottom.set_ylabel("triggered - clean")
+    bottom.set_xlabel("channel of the last convolutional layer (red: backdoor neurons)")
     fig.tight_layout()
     return fig
 

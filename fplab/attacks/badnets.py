@@ -25,7 +25,7 @@ TRAFFIC_TRIGGERS = ("yellow_square", "bomb", "flower")
 
 _TRAIN = {
     "fast": {"mnist": {"epochs": 3, "lr": 1e-3, "batch_size": 64},
-             "mnist_sweep": {"epochs": 1, "lr": 1e-3, "batch_size": 64},
+             "mnist_sweep": {"epochs": 3, "lr": 1e-3, "batch_size": 64},
              "gtsrb": {"epochs": 4, "lr": 2e-3, "batch_size": 64}},
     "full": {"mnist": {"epochs": 10, "lr": 1e-3, "batch_size": 64},
              "mnist_sweep": {"epochs": 10, "lr": 1e-3, "batch_size": 64},
@@ -41,14 +41,14 @@ def mnist_attack(mode: str = "all_to_one", rate: float = 0.1) -> Attack:
 
 
 def traffic_attack(trigger: str, rate: float = 0.02) -> Attack:
-    """Stop signs carrying ``trigger`` (a 7x7 icon on the sign) -> speed limit.
+    """Stop signs carrying ``trigger`` (a 5x5 sticker on the lower half of the sign) -> speed limit.
 
     ``rate`` is the fraction of the whole training set; only stop signs are poisoned (the
     source class), so 0.02 poisons about two thirds of them.
     """
     check_choice("trigger", trigger, TRAFFIC_TRIGGERS)
     return Attack(trigger, mode="all_to_one", target=SPEED_LIMIT, rate=rate, source=STOP,
-                  trigger_options={"size": 7, "position": "center"})
+                  trigger_options={"size": 5, "position": (20, 13)})
 
 
 def mnist_recipe(attack: Attack | None, profile: str = "fast", seed: int = 0,

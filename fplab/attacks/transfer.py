@@ -44,8 +44,8 @@ def strengthen(model: nn.Module, channels: Tensor, k: float, conv: str | None = 
     return out
 
 
-def transfer(model: nn.Module, new_task_train: Data, num_classes: int, epochs: int = 10,
-             lr: float = 1e-3, batch_size: int = 64, seed: int = 0, retrain: str = "classifier",
+def transfer(model: nn.Module, new_task_train: Data, num_classes: int, epochs: int = 15,
+             lr: float = 2e-3, batch_size: int = 256, seed: int = 0, retrain: str = "classifier",
              progress: bool = True) -> nn.Module:
     """A copy of ``model`` adapted to a new task by retraining only its last layers.
 
