@@ -54,7 +54,9 @@ def execute(path: Path, output: Path, parameters: dict) -> float:
 
 
 def run(args) -> list[Path]:
-    params = {"profile": args.profile, "seed": args.seed}
+    # only what differs from the notebooks' defaults: papermill then injects no extra cell
+    params = {k: v for k, v in (("profile", args.profile), ("seed", args.seed))
+              if v != {"profile": "fast", "seed": 0}[k]}
     outputs = []
     for path in notebook_paths(args.only):
         out = path if args.in_place else BUILD / "executed" / "notebooks" / path.name
