@@ -5,7 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: book test benchmark clean
+# The committed notebook outputs come from single-threaded runs (`make refresh`): torch's CPU
+# results depend on the thread count, so the test suite (which compares them with nbval) runs
+# single-threaded too. `make book` uses every core.
+SERIAL := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+
+.PHONY: book test refresh benchmark clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,11 +22,14 @@ book: $(VENV)/.installed
 	$(PY) -m fplab book
 
 test: $(VENV)/.installed
-	$(PY) -m pytest tests
-	$(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
+	$(SERIAL) $(PY) -m pytest tests
+	$(SERIAL) $(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
+
+refresh: $(VENV)/.installed  # maintainers: re-execute notebooks/ in place (commit the result)
+	$(SERIAL) $(PY) -m fplab run --in-place
 
 benchmark: $(VENV)/.installed
-	$(PY) -m fplab benchmark
+	$(SERIAL) $(PY) -m fplab benchmark
 
 clean:
 	rm -rf _build
