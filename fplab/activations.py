@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .models import channel_layer, last_conv_layer
+from .train import model_device
 
 
 @contextmanager
@@ -39,10 +40,11 @@ def channel_activations(model: nn.Module, x: Tensor, conv: str | None = None,
     """
     conv = conv or last_conv_layer(model)
     model.eval()
+    device = model_device(model)
     with recording(model, channel_layer(model, conv)) as outputs:
         for i in range(0, len(x), batch_size):
-            model(x[i:i + batch_size])
-    return torch.cat([torch.relu(o).mean(dim=(2, 3)) for o in outputs])
+            model(x[i:i + batch_size].to(device))
+    return torch.cat([torch.relu(o).mean(dim=(2, 3)).cpu() for o in outputs])
 
 
 def mean_activations(model: nn.Module, x: Tensor, conv: str | None = None) -> Tensor:

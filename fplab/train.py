@@ -19,6 +19,17 @@ from .errors import check_choice
 OPTIMIZERS = ("adam", "sgd")
 
 
+def default_device() -> torch.device:
+    """``$FPLAB_DEVICE`` if set, else CUDA when available, else the CPU (where models train)."""
+    import os
+    return torch.device(os.environ.get("FPLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live (the CPU for a model without parameters)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (CPU runs are then deterministic)."""
     random.seed(seed)
@@ -57,6 +68,7 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
     opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if optimizer == "adam"
            else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay))
     gen = torch.Generator().manual_seed(seed)
+    device = model_device(model)  # batches follow the model (CPU or GPU)
     steps = (len(data) + batch_size - 1) // batch_size
     losses = []
     model.train()
@@ -65,8 +77,8 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
             order, total = torch.randperm(len(data), generator=gen), 0.0
             for start in range(0, len(data), batch_size):
                 idx = order[start:start + batch_size]
-                x = random_shift(data.x[idx], shift, gen)
-                loss = nn.functional.cross_entropy(model(x), data.y[idx])
+                x = random_shift(data.x[idx], shift, gen).to(device)
+                loss = nn.functional.cross_entropy(model(x), data.y[idx].to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -80,6 +92,8 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
 
 @torch.no_grad()
 def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
-    """Predicted labels for ``x`` (the model is put in eval mode and left there)."""
+    """Predicted labels for ``x``, on the CPU (the model is put in eval mode and left there)."""
     model.eval()
-    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    device = model_device(model)
+    return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu()
+                      for i in range(0, len(x), batch_size)])

@@ -5,7 +5,8 @@ attack, training hyper-parameters, seed, and which *trainer* builds it). Its SHA
 canonical JSON is the cache key. :func:`load` returns the cached model when it is there, and
 trains, saves and returns it otherwise. Every entry is a folder ``$FPLAB_CACHE/zoo/<key>/``
 holding ``model.pt`` (a ``state_dict``) and ``manifest.json`` (the recipe, the architecture and
-the SHA-256 of ``model.pt``), each written atomically.
+the SHA-256 of ``model.pt``), each written atomically. Training runs on the GPU when there is
+one (:func:`fplab.train.default_device`); models are stored and returned on the CPU.
 
 Loading verifies the SHA-256 and uses ``torch.load(weights_only=True)``, so a tampered or
 truncated file is refused with :class:`~fplab.errors.IntegrityError` and never silently trained
@@ -34,7 +35,7 @@ from .models import build_model
 from .paths import cache_dir
 from .poison import Attack, poison
 from .store import atomic_save, atomic_write_json, verified_load
-from .train import seed_everything, train
+from .train import default_device, seed_everything, train
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def train_standard(recipe: Recipe, splits: Splits) -> nn.Module:
     if attack is not None:
         data = poison(data, attack, splits.num_classes, seed=recipe.seed).data
     model = build_model(recipe.model, splits.shape, splits.num_classes, seed=recipe.seed)
+    model.to(default_device())
     label = f"{recipe.dataset}/{recipe.model}" + (f" {attack.trigger}" if attack else " clean")
     train(model, data, seed=recipe.seed, desc=f"training {label}", **recipe.train)
     return model
@@ -130,7 +132,7 @@ def load(recipe: Recipe, root=None, cache=None, splits: Splits | None = None) ->
     start = time.perf_counter()
     model = _TRAINERS[recipe.kind](recipe, splits)
     seconds = time.perf_counter() - start
-    model.eval()
+    model.cpu().eval()  # models are stored and returned on the CPU
     digest = atomic_save(model.state_dict(), folder / "model.pt")
     out = model.classifier[-1].out_features
     atomic_write_json({
