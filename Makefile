@@ -29,7 +29,7 @@ refresh: $(VENV)/.installed  # maintainers: re-execute notebooks/ in place (comm
 	$(SERIAL) $(PY) -m fplab run --in-place
 
 benchmark: $(VENV)/.installed
-	$(SERIAL) $(PY) -m fplab benchmark
+	$(PY) -m fplab benchmark
 
 clean:
 	rm -rf _build
