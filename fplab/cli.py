@@ -83,8 +83,9 @@ def book(args) -> Path:
     for path in notebook_paths():
         shutil.copy(source / path.name if (source / path.name).exists() else path,
                     site / "notebooks" / path.name)
-    command = [sys.executable, "-m", "jupyter_book", "build", str(site), "--path-output",
-               str(REPO_ROOT), "-W", "--keep-going"]  # the site lands in _build/html
+    script = Path(sys.executable).with_name("jupyter-book")  # installed beside this Python
+    command = [str(script) if script.exists() else "jupyter-book", "build", str(site),
+               "--path-output", str(REPO_ROOT), "-W", "--keep-going"]  # site: _build/html
     subprocess.run(command, check=True)
     index = BUILD / "html" / "index.html"
     print(f"\nThe site is built: {index}\nOpen it in a browser, or serve it with "
