@@ -24,6 +24,7 @@ cached (``$FPLAB_CACHE/datasets``) so later loads take a fraction of a second.
 from __future__ import annotations
 
 import hashlib
+import json
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,7 +189,6 @@ def _cached_tensors(name: str, root, download: bool, cache) -> dict:
     path = folder / f"{name}-v{_CACHE_VERSION}.pt"
     manifest = path.with_suffix(".json")
     if path.exists() and manifest.exists():
-        import json
         record = json.loads(manifest.read_text())
         if record.get("root") == str(root):
             return verified_load(path, record["sha256"])

@@ -50,6 +50,7 @@ from ..metrics import accuracy, attack_success_rate
 from ..models import copy_model
 from ..paths import cache_dir
 from ..store import atomic_save, atomic_write_json, verified_load
+from ..train import model_device
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -199,11 +200,6 @@ def _check(eps: float, alpha: float | None = None, steps: int = 1) -> None:
         raise ValueError(f"steps={steps!r} must be a positive integer")
 
 
-def _device(model: nn.Module):
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def _maximise_noise(pert: NeuronPerturbation, model, x, y, eps: float, steps: int,
                     gen: torch.Generator, step_size: float | None = None) -> None:
     """Inner maximisation: random start in [-eps, eps], then ``steps`` signed-gradient steps."""
@@ -237,7 +233,7 @@ def perturbation_effect(model: nn.Module, data: Data, eps: float, target: int | 
     predicted as ``target`` (if given) among all and among the misclassified ones.
     """
     _check(eps, steps=steps)
-    device = _device(model)
+    device = model_device(model)
     x, y = data.x.to(device), data.y.to(device)
     gen = torch.Generator().manual_seed(seed)
     with _Frozen(model, batch_stats), NeuronPerturbation(model, layers) as pert:
@@ -316,7 +312,7 @@ def anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: int = 1, al
         hit = _cache_read(key)
         if hit is not None:
             return hit
-    device = _device(model)
+    device = model_device(model)
     x_all, y_all = clean.x.to(device), clean.y.to(device)
     gen = torch.Generator().manual_seed(seed)
     losses, start = [], time.perf_counter()
@@ -379,7 +375,7 @@ def reference_anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: i
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     clean = clean_subset(data, n_clean, seed)
-    device = _device(model)
+    device = model_device(model)
     x_all, y_all = clean.x.to(device), clean.y.to(device)
     gen = torch.Generator().manual_seed(seed)
     size = {n: _channels(modules[n]) for n in names}
