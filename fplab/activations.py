@@ -50,3 +50,25 @@ def channel_activations(model: nn.Module, x: Tensor, conv: str | None = None,
 def mean_activations(model: nn.Module, x: Tensor, conv: str | None = None) -> Tensor:
     """Mean activation of each channel of ``conv`` over all of ``x``: shape ``(channels,)``."""
     return channel_activations(model, x, conv).mean(0)
+
+
+def dormant_channels(means: Tensor, relative: float = 0.01) -> Tensor:
+    """Boolean mask of the channels whose mean activation is below ``relative`` x the layer's
+    largest mean: the channels Fine-Pruning calls dormant (``means`` from :func:`mean_activations`)."""
+    return means < relative * means.max()
+
+
+def dormant_fraction(means: Tensor, relative: float = 0.01) -> float:
+    """Share of the channels that are dormant (:func:`dormant_channels`)."""
+    return dormant_channels(means, relative).float().mean().item()
+
+
+def trigger_share(clean_means: Tensor, triggered_means: Tensor, channels) -> float:
+    """Share of the activation the trigger *adds*, ``sum_c max(0, t_c - a_c)``, that falls on
+    ``channels`` (indices or a boolean mask): how much of the backdoor's signal pruning those
+    channels removes. ``nan`` when the trigger adds nothing."""
+    extra = torch.clamp(triggered_means - clean_means, min=0)
+    total = extra.sum()
+    if total <= 0:
+        return float("nan")
+    return (extra[torch.as_tensor(channels)].sum() / total).item()

@@ -9,9 +9,12 @@ Attacks (all target class 0, 5% of the training set poisoned, as in the paper):
               (Barni et al., 2019)
 ``CLB``       target-class images made hard by PGD on a clean model, then a checkerboard
               patch, clean label (Turner et al., 2019; :mod:`fplab.attacks.clb`)
+``WaNet``     a fixed smooth warping field (control grid 4, strength 0.5), all-to-one
+              (Nguyen and Tran, 2021; without its "noise mode" training)
 ============  ==========================================================================
 
-(the paper's IAB, an input-aware dynamic trigger, is not reproduced here.)
+WaNet stands in for the paper's fifth attack, IAB (an input-aware dynamic trigger), which is
+not reproduced: both are invisible, input-dependent triggers that patch-based defenses miss.
 
 Defenses: none; fine-tuning on the defender's clean images at two learning rates; fine-pruning
 (:mod:`fplab.defenses.fineprune`, chapter 4); ANP (:mod:`fplab.defenses.anp`). Profiles: ``full``
@@ -35,18 +38,19 @@ from .zoo import Recipe, load, register_trainer
 
 TARGET = 0
 RATE = 0.05
-ATTACKS = ("BadNets", "Blend", "SIG", "CLB")
+ATTACKS = ("BadNets", "Blend", "SIG", "CLB", "WaNet")
 #: Not in the paper: BadNets with the patch in the image centre (an ablation of the notebook).
 EXTRA_ATTACKS = ("BadNets-centre",)
 
 SETTINGS = {
     "fast": {"dataset": "mnist", "model": "mnist_cnn_bn", "sizes": {"train": 10000},
              "train": {"epochs": 2, "lr": 1e-3, "batch_size": 64},
-             "patch": 4, "sig_amplitude": 0.2, "clb_eps": 0.3},
+             "patch": 4, "sig_amplitude": 0.2, "clb_eps": 0.3, "warp_strength": 0.5, "warp_grid": 4},
     "full": {"dataset": "cifar10", "model": "preact_resnet18", "sizes": None,
              "train": {"epochs": 60, "lr": 0.01, "batch_size": 128, "optimizer": "sgd",
                        "momentum": 0.9, "weight_decay": 5e-4, "shift": 4},
-             "patch": 3, "sig_amplitude": 20 / 255, "clb_eps": 16 / 255},
+             "patch": 3, "sig_amplitude": 20 / 255, "clb_eps": 16 / 255, "warp_strength": 0.5,
+             "warp_grid": 4},
 }
 
 #: The paper's Table 1 (CIFAR-10, ResNet-18): ACC / ASR in % after each defense.
@@ -77,6 +81,9 @@ def attack(name: str, profile: str = "fast", rate: float = RATE) -> Attack:
     if name == "SIG":
         return Attack("sig", "clean_label", TARGET, rate,
                       trigger_options={"amplitude": s["sig_amplitude"], "frequency": 6})
+    if name == "WaNet":
+        return Attack("warp", "all_to_one", TARGET, rate,
+                      trigger_options={"strength": s["warp_strength"], "grid": s["warp_grid"]})
     return Attack("checkerboard", "clean_label", TARGET, rate, trigger_options=patch)
 
 

@@ -4,12 +4,15 @@
 case          dataset      network            trigger     attack
 ============  ===========  =================  ==========  ==================================
 ``face``      Olivetti     ``face_cnn_bn``    sunglasses  targeted: person 0 -> person 1
-``speech``    FSDD         ``speech_cnn_bn``  noise       all-to-all: digit i -> i + 1
+``speech``    FSDD         ``speech_cnn``     noise       all-to-all: digit i -> i + 1
 ``traffic``   GTSRB        ``traffic_cnn_bn`` Post-it     untargeted: any misclassification
 ============  ===========  =================  ==========  ==================================
 
-The BatchNorm variants train to a usable accuracy in a few CPU epochs; without BatchNorm the
-face network needed more than 12 epochs to leave chance level (measured on a 2-core CPU).
+The paper's networks have no BatchNorm; the speech network here neither (15 epochs, about 25 s on
+one CPU core: 94% clean accuracy, 85% attack success, against the BatchNorm variant's 83% / 34%
+after 6 epochs). The face and traffic networks use their BatchNorm variants: without it the face
+network needed about 80 epochs to reach 86% (95% with BatchNorm in 8) and the traffic network
+trained more slowly (66% after 8 epochs). Measured on a 2-core CPU, fast profile.
 
 Each case gives three zoo recipes that share their training hyper-parameters: the clean model,
 the baseline (BadNets-style poisoning) attack and the pruning-aware attack
@@ -42,12 +45,12 @@ CASES = ("face", "speech", "traffic")
 # Training hyper-parameters per profile, chosen to reach good clean accuracy quickly on a CPU.
 _FAST = {
     "face": {"epochs": 8, "lr": 2e-3, "batch_size": 32, "shift": 2},
-    "speech": {"epochs": 6, "lr": 2e-3, "batch_size": 64},
+    "speech": {"epochs": 15, "lr": 1e-3, "batch_size": 64},
     "traffic": {"epochs": 4, "lr": 2e-3, "batch_size": 64},
 }
 _FULL = {
     "face": {"epochs": 60, "lr": 1e-3, "batch_size": 32, "shift": 2},
-    "speech": {"epochs": 20, "lr": 1e-3, "batch_size": 64},
+    "speech": {"epochs": 40, "lr": 1e-3, "batch_size": 64},
     "traffic": {"epochs": 15, "lr": 1e-3, "batch_size": 64},
 }
 _SIZES = {"fast": {}, "full": {}}
@@ -158,7 +161,7 @@ def case_study(name: str, profile: str = "fast", seed: int = 0) -> CaseStudy:
                          train, profile, seed, sizes, pa, asr_shift=2)
     if name == "speech":
         attack = Attack("noise", "all_to_all", rate=0.1, trigger_options={"amplitude": 0.2})
-        return CaseStudy("speech", "Speech recognition (FSDD)", "fsdd", "speech_cnn_bn", attack,
+        return CaseStudy("speech", "Speech recognition (FSDD)", "fsdd", "speech_cnn", attack,
                          train, profile, seed, sizes, pa)
     attack = Attack("postit", "untargeted", rate=0.1, trigger_options={"position": "center"})
     return CaseStudy("traffic", "Traffic signs (GTSRB)", "gtsrb", "traffic_cnn_bn", attack,

@@ -70,7 +70,38 @@ class Additive:
         return (x + self.pattern.to(x)).clamp_(0, 1)
 
 
-Trigger = Patch | Blend | Additive
+@dataclass(frozen=True)
+class Warp:
+    """Resample every image along a fixed smooth displacement field ``flow`` (H, W, 2), in
+    ``grid_sample``'s [-1, 1] coordinates: WaNet's warping trigger (Nguyen and Tran, 2021, eq. 4-5),
+    ``x'(p) = x(p + flow(p))`` with bilinear interpolation, clipped to [0, 1]."""
+
+    flow: Tensor
+
+    def apply(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or tuple(x.shape[-2:]) != tuple(self.flow.shape[:2]):
+            raise ValueError(f"x must be a batch of shape (N, C, {self.flow.shape[0]}, "
+                             f"{self.flow.shape[1]}); got {tuple(x.shape)}")
+        H, W = x.shape[-2:]
+        ys, xs = torch.linspace(-1, 1, H), torch.linspace(-1, 1, W)
+        identity = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1).to(x)
+        grid = (identity + self.flow.to(x)).clamp(-1, 1).expand(len(x), H, W, 2)
+        out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", align_corners=True)
+        return out.clamp_(0, 1)
+
+
+def warp_field(H: int, W: int, grid: int, strength: float, gen: torch.Generator) -> Tensor:
+    """WaNet's field: uniform noise on a ``grid`` x ``grid`` control grid, normalised to mean
+    absolute value 1, upsampled (bicubic) to H x W and scaled by ``strength / H`` (``strength / W``
+    horizontally) in ``grid_sample`` units, as the original's ``s * noise / input_height``."""
+    control = torch.rand(1, 2, grid, grid, generator=gen) * 2 - 1
+    control = control / control.abs().mean()
+    field = torch.nn.functional.interpolate(control, size=(H, W), mode="bicubic", align_corners=True)
+    scale = torch.tensor([strength / W, strength / H])[:, None, None]
+    return (field[0] * scale).permute(1, 2, 0).contiguous()
+
+
+Trigger = Patch | Blend | Additive | Warp
 
 
 def _check_batch(x: Tensor, channels: int) -> None:
@@ -148,7 +179,7 @@ def draw(shape: str, h: int, w: int | None = None, colour=None) -> tuple[Tensor,
 
 
 PATCH_SHAPES = ("square", "yellow_square", "checkerboard", "bomb", "flower", "postit", "sunglasses")
-TRIGGERS = PATCH_SHAPES + ("blend", "noise", "sig")
+TRIGGERS = PATCH_SHAPES + ("blend", "noise", "sig", "warp")
 
 
 def _to_channels(pattern: Tensor, channels: int) -> Tensor:
@@ -174,7 +205,8 @@ def _place(position, size: tuple[int, int], image: tuple[int, int], margin: int)
 
 def make_trigger(name: str, shape: tuple[int, int, int], size=None, position="bottom-right",
                  colour=None, margin: int = 1, alpha: float = 0.1, amplitude: float = 0.2,
-                 frequency: int = 6, seed: int = 0) -> Trigger:
+                 frequency: int = 6, strength: float = 0.5, grid: int = 4,
+                 seed: int = 0) -> Trigger:
     """Build trigger ``name`` for images of ``shape`` (C, H, W).
 
     Patch shapes (``square``, ``yellow_square``, ``checkerboard``, ``bomb``, ``flower``,
@@ -183,8 +215,9 @@ def make_trigger(name: str, shape: tuple[int, int, int], size=None, position="bo
     ``(top, left)``), ``colour`` and ``margin`` (pixels from the edge for named positions).
     ``blend`` mixes in a fixed random pattern at ratio ``alpha``; ``noise`` adds a fixed random
     pattern of peak ``amplitude`` (the speech trigger); ``sig`` adds a horizontal sinusoid
-    ``amplitude * sin(2 pi j frequency / W)`` (SIG, Barni et al., 2019). ``seed`` fixes the
-    random patterns.
+    ``amplitude * sin(2 pi j frequency / W)`` (SIG, Barni et al., 2019); ``warp`` resamples the
+    image along a smooth random field of ``strength`` pixels on a ``grid`` x ``grid`` control grid
+    (WaNet, Nguyen and Tran, 2021). ``seed`` fixes the random patterns.
     """
     check_choice("trigger", name, TRIGGERS)
     if len(shape) != 3:
@@ -201,6 +234,11 @@ def make_trigger(name: str, shape: tuple[int, int, int], size=None, position="bo
         check_range("amplitude", amplitude, 0.0, 1.0)
         wave = amplitude * torch.sin(2 * math.pi * torch.arange(W) * frequency / W)
         return Additive(wave.expand(C, H, W).clone())
+    if name == "warp":
+        check_range("strength", strength, 0.0, float(min(H, W)))
+        if not isinstance(grid, int) or not 2 <= grid <= min(H, W):
+            raise ValueError(f"grid={grid!r} must be an integer in [2, {min(H, W)}]")
+        return Warp(warp_field(H, W, grid, strength, gen))
     if size is None:
         size = (max(3, H // 5), int(0.78 * W)) if name == "sunglasses" else max(3, H // 7)
     h, w = (size, size) if isinstance(size, int) else tuple(size)

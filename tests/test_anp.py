@@ -225,3 +225,21 @@ def test_preact_resnet18_shapes():
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert model.classifier[-1].out_features == 10
     assert 11_000_000 < sum(p.numel() for p in model.parameters()) < 11_300_000
+
+
+def test_anp_on_preact_resnet18_restores_and_prunes():
+    """The full profile's path: ANP on the paper's network (two iterations on random images)."""
+    from fplab.data import Data
+    torch.manual_seed(0)
+    model = build_model("preact_resnet18", (3, 32, 32), 10).eval()
+    state = snapshot(model)
+    data = Data(torch.rand(16, 3, 32, 32), torch.randint(0, 10, (16,)))
+    result = anp_masks(model, data, iterations=2, batch_size=8, n_clean=16, progress=False)
+    assert same_state(model, state)
+    assert not any(m._forward_hooks for m in model.modules())
+    flat = result.flat()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(flat) == sum(m.num_features for m in norms)  # ANP's neurons: the BN channels
+    assert flat.min() >= 0 and flat.max() <= 1
+    pruned = prune_by_count(model, result, 5)
+    assert pruned.count == 5 and same_state(model, state)

@@ -118,3 +118,13 @@ def test_empty_validation_set(model, splits):
 def test_bad_channel_index(model):
     with pytest.raises(ValueError, match="pruned channels"):
         pruning.set_channel_mask(copy_model(model), [999])
+
+
+def test_dormant_fraction_and_trigger_share():
+    from fplab.activations import dormant_fraction, trigger_share
+    clean = torch.tensor([0.0, 0.001, 1.0, 2.0])
+    assert dormant_fraction(clean) == 0.5            # below 1% of the largest mean (0.02)
+    triggered = torch.tensor([3.0, 0.001, 2.0, 1.0])  # adds 3 on channel 0, 1 on channel 2
+    assert trigger_share(clean, triggered, [0]) == pytest.approx(0.75)
+    assert trigger_share(clean, triggered, torch.tensor([False, True, True, True])) == pytest.approx(0.25)
+    assert trigger_share(clean, clean, [0]) != trigger_share(clean, clean, [0])  # nan: nothing added

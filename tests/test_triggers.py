@@ -97,3 +97,20 @@ def test_bad_alpha_and_channels():
     with pytest.raises(ValueError, match=r"batch of shape \(N, 3, H, W\)"):
         trig.apply(torch.zeros(1, 1, 8, 8))
     assert isinstance(trig, Patch)
+
+
+def test_warp_is_a_smooth_resampling():
+    x = torch.rand(4, 3, 32, 32)
+    same = make_trigger("warp", (3, 32, 32), strength=0.0)
+    assert torch.allclose(same.apply(x), x, atol=1e-5)          # no displacement: the image itself
+    warp = make_trigger("warp", (3, 32, 32), strength=0.5, grid=4, seed=1)
+    out = warp.apply(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, x, atol=1e-3)
+    assert torch.equal(warp.flow, make_trigger("warp", (3, 32, 32), seed=1).flow)  # seeded
+    with pytest.raises(ValueError, match="strength"):
+        make_trigger("warp", (1, 28, 28), strength=-1)
+    with pytest.raises(ValueError, match="grid"):
+        make_trigger("warp", (1, 28, 28), grid=1)
+    with pytest.raises(ValueError, match="shape"):
+        warp.apply(torch.rand(2, 3, 16, 16))
