@@ -28,7 +28,7 @@ direction, 25 poses per face, 100 triggered images in all): :meth:`CaseStudy.asr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -36,6 +36,7 @@ from torch import Tensor
 from .data import PROFILES, Data, Splits
 from .errors import check_choice
 from .metrics import accuracy, attack_success_rate
+from .models import MODELS
 from .poison import Attack
 from .zoo import Recipe
 from .attacks import pruning_aware as _pruning_aware  # noqa: F401  (registers the trainer)
@@ -105,6 +106,12 @@ class CaseStudy:
     def _recipe(self, attack: Attack | None, kind: str = "standard", extra=None) -> Recipe:
         return Recipe(self.dataset, self.model, attack.spec() if attack else None, dict(self.train),
                       self.seed, self.profile, self.sizes, None, kind, dict(extra or {}))
+
+    def variant(self, model: str, **train) -> "CaseStudy":
+        """The same case with another network and training options (e.g. an ablation without
+        BatchNorm): a new case whose recipes, and so zoo entries, differ from this one's."""
+        check_choice("model", model, MODELS)
+        return replace(self, model=model, train={**self.train, **train})
 
     def clean_recipe(self) -> Recipe:
         return self._recipe(None)

@@ -8,7 +8,9 @@ The tables follow the source texts, scaled down to train in seconds on a CPU:
 - ``traffic_cnn``: a three-block VGG-style network for 32x32 traffic signs.
 - ``speech_cnn``: the speech network of the Fine-Pruning talk (five conv layers 96-256-384-384-256,
   fc 256-128-10), every width divided by 8 and applied to a 64x64 spectrogram.
-- ``face_cnn``: a DeepID-like four-conv network for 64x64 faces.
+- ``face_cnn``: a DeepID-like four-conv network for 64x64 faces; ``face_cnn_wide`` doubles its
+  last two conv layers (64, 128 channels), for chapter 2's question whether width gives a
+  backdoor room of its own.
 - ``*_bn`` variants put BatchNorm after every conv: they train in fewer epochs, and the ANP
   chapter perturbs BN channels. ``preact_resnet18`` (:mod:`fplab.resnet`) is ANP's network.
 """
@@ -30,6 +32,8 @@ ARCHITECTURES: dict[str, tuple[list[tuple[int, int, int, int, bool]], list[int]]
                     (48, 3, 1, 1, False), (32, 3, 1, 1, True)], [256, 128]),
     "face_cnn": ([(16, 3, 1, 1, True), (32, 3, 1, 1, True), (48, 3, 1, 1, True),
                   (64, 3, 1, 1, False)], [160]),
+    "face_cnn_wide": ([(16, 3, 1, 1, True), (32, 3, 1, 1, True), (64, 3, 1, 1, True),
+                       (128, 3, 1, 1, False)], [160]),
 }
 MODELS = tuple(ARCHITECTURES) + tuple(f"{name}_bn" for name in ARCHITECTURES) + ("preact_resnet18",)
 

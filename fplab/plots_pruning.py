@@ -1,4 +1,5 @@
-"""Figures and the ipywidgets explorer of chapters 2-4 (pruning, pruning-aware attack, fine-pruning)."""
+"""Figures, tables and the ipywidgets explorer of chapters 2-4 (pruning, pruning-aware attack,
+fine-pruning)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .activations import dormant_channels, dormant_fraction, trigger_share
 from .defenses.pruning import PruningCurve, fraction_to_count
 
 
@@ -76,6 +78,21 @@ def curve_summary(curves: dict, thresholds=(0.2,)) -> pd.DataFrame:
                 row[f"success<{th:.0%}: clean loss (pts)"] = np.nan
         rows.append(row)
     return pd.DataFrame(rows).set_index("case").round(1)
+
+
+def trigger_placement(clean_means, triggered_means, curve: PruningCurve) -> dict:
+    """Where the activation a trigger adds to the pruned layer lands, in %
+    (:func:`fplab.activations.trigger_share`): on the channels dormant on clean data, on those the
+    stopping rule prunes, and on the less active half of the layer. The pruning defense assumes
+    the first two are large (Liu et al. 2018, section 3.1 and Fig. 4)."""
+    order = curve.order
+    return {"dormant channels %": 100 * dormant_fraction(clean_means),
+            "stop rule prunes %": 100 * curve.stop / len(order),
+            "added by trigger, on dormant %":
+                100 * trigger_share(clean_means, triggered_means, dormant_channels(clean_means)),
+            "on stop-rule pruned %": 100 * trigger_share(clean_means, triggered_means, order[:curve.stop]),
+            "on less active half %":
+                100 * trigger_share(clean_means, triggered_means, order[:len(order) // 2])}
 
 
 def pruning_explorer(curve: PruningCurve, clean_means, triggered_means, title=""):

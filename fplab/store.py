@@ -1,6 +1,6 @@
 """Safe files: SHA-256, atomic writes and verified, weights-only loading.
 
-Everything fplab writes to its cache (trained models, pre-processed datasets) goes through
+Everything fplab writes to its cache (trained models, pre-processed datasets, defense results) goes through
 :func:`atomic_save`, which returns the file's SHA-256; everything it reads back goes through
 :func:`verified_load`, which refuses a file whose SHA-256 differs from the recorded one instead
 of silently re-creating it (the model-zoo lesson of the BadNets paper, section 6).
@@ -74,3 +74,47 @@ def verified_load(path: str | os.PathLike, expected_sha256: str):
     """Check ``path`` against ``expected_sha256``, then ``torch.load`` it with ``weights_only=True``."""
     verify_sha256(path, expected_sha256)
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ----------------------------------------------------------------------------- computed results
+
+def fingerprint(*parts) -> str:
+    """First 20 hex digits of a SHA-256 over ``parts``, in order: tensors (dtype, shape and
+    bytes), dicts (state dicts: every key and value) and JSON-able values. The key under which a
+    computed result (ANP masks, a fine-tuned model) is cached: any change of input changes it."""
+    digest = hashlib.sha256()
+
+    def feed(part):
+        if isinstance(part, torch.Tensor):
+            t = part.detach().cpu().contiguous()
+            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.numpy().tobytes())
+        elif isinstance(part, dict) and any(isinstance(v, torch.Tensor) for v in part.values()):
+            for name, value in part.items():
+                digest.update(str(name).encode())
+                feed(value)
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+
+    for part in parts:
+        feed(part)
+    return digest.hexdigest()[:20]
+
+
+def load_result(folder: str | os.PathLike, key: str):
+    """``(object, record)`` stored by :func:`save_result` under ``key``, SHA-256 verified and
+    loaded weights-only; ``None`` when there is none."""
+    folder = Path(folder)
+    manifest = folder / f"{key}.json"
+    if not manifest.exists():
+        return None
+    record = json.loads(manifest.read_text())
+    return verified_load(folder / f"{key}.pt", record["sha256"]), record
+
+
+def save_result(folder: str | os.PathLike, key: str, obj, record: dict | None = None) -> None:
+    """Store ``obj`` (tensors, lists, numbers) as ``key.pt`` with ``key.json`` (its SHA-256 and
+    ``record``) in ``folder``, atomically."""
+    folder = Path(folder)
+    digest = atomic_save(obj, folder / f"{key}.pt")
+    atomic_write_json({**(record or {}), "sha256": digest}, folder / f"{key}.json")

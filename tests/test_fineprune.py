@@ -8,6 +8,7 @@ from fplab.data import Data
 from fplab.defenses.finetune import fine_tune
 from fplab.defenses.fineprune import fine_prune
 from fplab.defenses.pruning import get_channel_mask
+from fplab.models import copy_model
 from fplab.poison import Attack
 
 
@@ -65,3 +66,31 @@ def test_bad_input(cached):
         fine_tune(entry.model, Data(val.x[:0], val.y[:0]), progress=False)
     with pytest.raises(ValueError, match="empty"):
         fine_prune(entry.model, Data(val.x[:0], val.y[:0]), progress=False)
+
+
+def test_fine_tune_cache_reuses_verified_weights(cached, cache, monkeypatch):
+    from fplab.defenses import finetune
+    from fplab.defenses.pruning import set_channel_mask
+    from fplab.errors import IntegrityError
+    recipe, _, entry = cached
+    val = recipe.splits().val
+    first = fine_tune(entry.model, val, epochs=1, lr=1e-3, progress=False, cache=True)
+    files = sorted((cache / "finetune").glob("*.pt"))
+    assert len(files) == 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although the result was cached")
+
+    monkeypatch.setattr(finetune, "train", no_training)
+    again = fine_tune(entry.model, val, epochs=1, lr=1e-3, progress=False, cache=True)
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
+    # another mask, learning rate or data is another key: nothing stale is reused
+    masked = set_channel_mask(copy_model(entry.model), [0])
+    with pytest.raises(AssertionError, match="trained although"):
+        fine_tune(masked, val, epochs=1, lr=1e-3, progress=False, cache=True)
+    with pytest.raises(AssertionError, match="trained although"):
+        fine_tune(entry.model, val, epochs=1, lr=2e-3, progress=False, cache=True)
+    # a tampered file is refused, not silently retrained over
+    files[0].write_bytes(files[0].read_bytes()[:-10])
+    with pytest.raises(IntegrityError):
+        fine_tune(entry.model, val, epochs=1, lr=1e-3, progress=False, cache=True)

@@ -7,7 +7,7 @@ from fplab.models import MODELS, build_model, channel_layer, copy_model, last_co
 @pytest.mark.parametrize("name,shape,classes", [
     ("mnist_cnn", (1, 28, 28), 10), ("traffic_cnn", (3, 32, 32), 43),
     ("speech_cnn", (1, 64, 64), 10), ("face_cnn", (1, 64, 64), 40),
-    ("traffic_cnn_bn", (3, 32, 32), 43)])
+    ("traffic_cnn_bn", (3, 32, 32), 43), ("face_cnn_wide", (1, 64, 64), 40)])
 def test_models_output_logits(name, shape, classes):
     model = build_model(name, shape, classes, seed=0)
     assert model(torch.rand(2, *shape)).shape == (2, classes)
@@ -42,3 +42,15 @@ def test_same_seed_same_weights_and_copies_are_independent():
     with torch.no_grad():
         next(c.parameters()).add_(1)
     assert torch.equal(next(a.parameters()), next(b.parameters()))
+
+
+def test_case_study_variant_is_a_different_recipe():
+    from fplab.casestudies import case_study
+    face = case_study("face")
+    wide = face.variant("face_cnn_wide", epochs=60, lr=1e-3)
+    assert wide.model == "face_cnn_wide" and wide.train["epochs"] == 60
+    assert wide.train["batch_size"] == face.train["batch_size"]   # the rest is kept
+    assert wide.baseline_recipe().key() != face.baseline_recipe().key()
+    assert face.model == "face_cnn_bn"                            # the original is untouched
+    with pytest.raises(ValueError, match=r"model='vgg'"):
+        face.variant("vgg")

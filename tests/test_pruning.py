@@ -128,3 +128,15 @@ def test_dormant_fraction_and_trigger_share():
     assert trigger_share(clean, triggered, [0]) == pytest.approx(0.75)
     assert trigger_share(clean, triggered, torch.tensor([False, True, True, True])) == pytest.approx(0.25)
     assert trigger_share(clean, clean, [0]) != trigger_share(clean, clean, [0])  # nan: nothing added
+
+
+def test_trigger_placement_table_row():
+    from types import SimpleNamespace
+    from fplab.plots_pruning import trigger_placement
+    clean = torch.tensor([0.0, 0.5, 1.0, 2.0])
+    triggered = torch.tensor([4.0, 0.5, 1.0, 2.0])     # the trigger adds only to dormant channel 0
+    curve = SimpleNamespace(order=torch.tensor([0, 1, 2, 3]), stop=1)
+    row = trigger_placement(clean, triggered, curve)
+    assert row["dormant channels %"] == 25 and row["stop rule prunes %"] == 25
+    assert row["added by trigger, on dormant %"] == 100 and row["on stop-rule pruned %"] == 100
+    assert row["on less active half %"] == 100

@@ -33,9 +33,6 @@ code); :func:`pruning_curve` traces clean accuracy and attack success over thres
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import time
 from dataclasses import dataclass, field
 
@@ -49,7 +46,7 @@ from ..errors import check_range
 from ..metrics import accuracy, attack_success_rate
 from ..models import copy_model
 from ..paths import cache_dir
-from ..store import atomic_save, atomic_write_json, verified_load
+from ..store import fingerprint, load_result, save_result
 from ..train import model_device
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -513,38 +510,21 @@ def pruning_curve(model: nn.Module, masks, data: Data, attack, num_classes: int,
 
 # ----------------------------------------------------------------------------- cache
 
-def _digest(update_with) -> str:
-    h = hashlib.sha256()
-    update_with(h)
-    return h.hexdigest()
-
-
 def _cache_key(model: nn.Module, clean: Data, args: dict) -> str:
-    def update(h):
-        for name, tensor in model.state_dict().items():
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        h.update(clean.x.contiguous().numpy().tobytes())
-        h.update(clean.y.contiguous().numpy().tobytes())
-        h.update(json.dumps(args, sort_keys=True, default=str).encode())
-    return _digest(update)[:20]
+    return fingerprint(model.state_dict(), clean.x, clean.y, args)
 
 
 def _cache_read(key: str) -> ANPResult | None:
-    folder = cache_dir() / "anp"
-    manifest = folder / f"{key}.json"
-    if not manifest.exists():
+    hit = load_result(cache_dir() / "anp", key)
+    if hit is None:
         return None
-    record = json.loads(manifest.read_text())
-    state = verified_load(folder / f"{key}.pt", record["sha256"])
+    state, record = hit
     return ANPResult(state["masks"], state["losses"], record["seconds"], record["iterations"], True)
 
 
 def _cache_write(key: str, result: ANPResult) -> None:
-    folder = cache_dir() / "anp"
-    digest = atomic_save({"masks": result.masks, "losses": result.losses}, folder / f"{key}.pt")
-    atomic_write_json({"sha256": digest, "seconds": round(result.seconds, 3),
-                       "iterations": result.iterations}, folder / f"{key}.json")
+    save_result(cache_dir() / "anp", key, {"masks": result.masks, "losses": result.losses},
+                {"seconds": round(result.seconds, 3), "iterations": result.iterations})
 
 
 # ----------------------------------------------------------------------------- benchmark

@@ -32,7 +32,8 @@ def fine_prune(model: nn.Module, val: Data, fraction: float | None = None,
                lr: float = DEFAULT_LR, batch_size: int = 32, layer: str | None = None,
                seed: int = 0, progress: bool = True, **options) -> FinePruned:
     """Prune a copy of ``model`` on clean ``val`` (``fraction``, or the stopping rule with
-    ``max_drop``), then fine-tune it on ``val`` for ``epochs``. ``model`` is never modified."""
+    ``max_drop``), then fine-tune it on ``val`` for ``epochs`` (``options``, e.g. ``cache``, go to
+    :func:`~fplab.defenses.finetune.fine_tune`). ``model`` is never modified."""
     pruned = prune_by_activation(model, val, fraction=fraction, layer=layer, max_drop=max_drop)
     tuned = fine_tune(pruned.model, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                       progress=progress, **options)
@@ -41,13 +42,15 @@ def fine_prune(model: nn.Module, val: Data, fraction: float | None = None,
 
 def compare_defenses(model: nn.Module, evaluate, val: Data, epochs: int = DEFAULT_EPOCHS,
                      lr: float = DEFAULT_LR, max_drop: float = DEFAULT_MAX_DROP, seed: int = 0,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, cache: bool = False) -> dict:
     """The defender's strategies on one suspect ``model``, with the same fine-tuning budget:
     ``{"none", "prune", "fine-tune", "fine-prune"}`` -> ``evaluate(model)`` (a dict such as
-    ``{"clean_acc", "asr"}``), plus ``"pruned fraction"``."""
+    ``{"clean_acc", "asr"}``), plus ``"pruned fraction"``. ``cache`` keeps the fine-tuned
+    weights (:func:`~fplab.defenses.finetune.fine_tune`)."""
     pruned = prune_by_activation(model, val, max_drop=max_drop)
-    tuned = fine_tune(model, val, epochs=epochs, lr=lr, seed=seed, progress=progress)
-    fp = fine_tune(pruned.model, val, epochs=epochs, lr=lr, seed=seed, progress=progress)
+    tuned = fine_tune(model, val, epochs=epochs, lr=lr, seed=seed, progress=progress, cache=cache)
+    fp = fine_tune(pruned.model, val, epochs=epochs, lr=lr, seed=seed, progress=progress,
+                   cache=cache)
     return {"none": evaluate(model), "prune": evaluate(pruned.model),
             "fine-tune": evaluate(tuned), "fine-prune": evaluate(fp),
             "pruned fraction": pruned.fraction}

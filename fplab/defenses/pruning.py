@@ -86,6 +86,12 @@ def get_channel_mask(model: nn.Module, layer: str | None = None) -> Tensor | Non
     return getattr(dict(model.named_modules())[target], "fplab_channel_mask", None)
 
 
+def channel_masks(model: nn.Module) -> dict[str, Tensor]:
+    """Every channel mask set on ``model``: ``{channel layer name: mask}`` (empty when none)."""
+    return {name: module.fplab_channel_mask for name, module in model.named_modules()
+            if getattr(module, "fplab_channel_mask", None) is not None}
+
+
 def clear_channel_mask(model: nn.Module, layer: str | None = None) -> nn.Module:
     """Remove the mask of conv ``layer`` (every channel active again), in place."""
     _, target = _check_conv(model, layer)
