@@ -23,7 +23,7 @@ book: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(SERIAL) $(PY) -m pytest tests
-	$(SERIAL) $(PY) -m pytest --nbval-lax --sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
+	$(SERIAL) $(PY) -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
 
 refresh: $(VENV)/.installed  # maintainers: re-execute notebooks/ in place (commit the result)
 	$(SERIAL) $(PY) -m fplab run --in-place
