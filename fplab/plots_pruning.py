@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.patches import Patch
 import pandas as pd
 import torch
 
@@ -21,13 +22,17 @@ def plot_activations(clean, triggered, pruned=(), ax=None, title="Mean activatio
     pos = np.arange(len(order))
     gone = set(int(c) for c in pruned)
     colours = ["lightgrey" if int(c) in gone else "tab:blue" for c in order]
-    ax.bar(pos - 0.2, clean[order].numpy(), 0.4, color=colours, label="clean inputs")
+    ax.bar(pos - 0.2, clean[order].numpy(), 0.4, color=colours)
     colours = ["lightgrey" if int(c) in gone else "tab:red" for c in order]
-    ax.bar(pos + 0.2, triggered[order].numpy(), 0.4, color=colours, label="triggered inputs")
+    ax.bar(pos + 0.2, triggered[order].numpy(), 0.4, color=colours)
     ax.set_xlabel("channel, in pruning order (ascending mean clean activation)")
     ax.set_ylabel("mean activation")
     ax.set_title(title)
-    ax.legend(loc="upper left")
+    handles = [Patch(color="tab:blue", label="clean inputs"),
+               Patch(color="tab:red", label="triggered inputs")]
+    if gone:
+        handles.append(Patch(color="lightgrey", label="pruned channels"))
+    ax.legend(handles=handles, loc="upper left")  # colours independent of which bars are grey
     return ax
 
 
