@@ -31,10 +31,9 @@ from torch import nn
 from .data import Data, Splits
 from .errors import check_choice
 from .metrics import evaluate
-from .models import build_model
 from .poison import Attack
-from .train import seed_everything, train
-from .zoo import Recipe, load, register_trainer
+from .train import seed_everything
+from .zoo import Recipe, fit, load, register_trainer
 
 TARGET = 0
 RATE = 0.05
@@ -107,15 +106,11 @@ def train_clb(recipe: Recipe, splits: Splits) -> nn.Module:
     """CLB: PGD-harden the poisoned target-class images on the clean model of the same recipe
     (from the zoo), add the trigger, train from scratch."""
     from .attacks.clb import clb_poison
-    clean = load(Recipe(recipe.dataset, recipe.model, None, recipe.train, recipe.seed,
-                        recipe.profile, recipe.sizes, recipe.classes), splits=splits).model
+    clean = load(recipe.clean(), splits=splits).model
     seed_everything(recipe.seed)
     data = clb_poison(splits.train, recipe.get_attack(), splits.num_classes, clean,
                       recipe.extra["pgd_eps"], recipe.extra["pgd_steps"], seed=recipe.seed).data
-    model = build_model(recipe.model, splits.shape, splits.num_classes, seed=recipe.seed)
-    train(model, data, seed=recipe.seed, desc=f"training {recipe.dataset}/{recipe.model} CLB",
-          **recipe.train)
-    return model
+    return fit(recipe, splits, data, "CLB")
 
 
 # ----------------------------------------------------------------------------- defenses

@@ -33,7 +33,9 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
+from .activations import mean_activations
 from .data import PROFILES, Data, Splits
+from .defenses import pruning as _pruning
 from .errors import check_choice
 from .metrics import accuracy, attack_success_rate
 from .models import MODELS
@@ -139,6 +141,21 @@ class CaseStudy:
         keep = y == self.attack.source
         x = _shifted(x[keep], self.asr_shift)
         return Data(x, torch.full((len(x),), int(self.attack.source), dtype=torch.long))
+
+    def activation_means(self, model, splits: Splits) -> tuple[Tensor, Tensor]:
+        """Mean activation per channel of the last conv layer on the defender's clean validation
+        images and on triggered :meth:`asr_data` (the paper's Fig. 4):
+        ``(clean_means, triggered_means)``."""
+        triggered = self.attack.make_trigger(splits.shape).apply(self.asr_data(splits).x)
+        return mean_activations(model, splits.val.x), mean_activations(model, triggered)
+
+    def pruning_curve(self, model, splits: Splits, max_drop: float = _pruning.DEFAULT_MAX_DROP,
+                      progress: bool = True) -> _pruning.PruningCurve:
+        """The pruning defense on ``model`` (:func:`fplab.defenses.pruning.pruning_curve`): channels
+        ranked on the clean validation split, success measured on :meth:`asr_data`."""
+        return _pruning.pruning_curve(model, splits.val, splits.test, self.attack, splits.num_classes,
+                                      asr_data=self.asr_data(splits), max_drop=max_drop,
+                                      progress=progress)
 
     def evaluate(self, model, splits: Splits) -> dict:
         """``{"clean_acc", "asr"}``: accuracy on clean test images, success on :meth:`asr_data`."""

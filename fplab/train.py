@@ -6,6 +6,7 @@ shuffle order fixed by ``seed``: on a CPU the same call gives the same weights e
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -21,7 +22,6 @@ OPTIMIZERS = ("adam", "sgd")
 
 def default_device() -> torch.device:
     """``$FPLAB_DEVICE`` if set, else CUDA when available, else the CPU (where models train)."""
-    import os
     return torch.device(os.environ.get("FPLAB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -58,6 +58,13 @@ class Recipe:
         text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    def clean(self, train: dict | None = None) -> "Recipe":
+        """The clean model's recipe for the same data, network and seed (``train``: its training
+        hyper-parameters, default this recipe's): the starting point of the CLB and pruning-aware
+        trainers."""
+        return replace(self, attack=None, kind="standard", extra={},
+                       train=dict(self.train if train is None else train))
+
     def get_attack(self) -> Attack | None:
         return Attack(**self.attack) if self.attack else None
 
@@ -90,6 +97,16 @@ def register_trainer(kind: str):
     return wrap
 
 
+def fit(recipe: Recipe, splits: Splits, data, label: str) -> nn.Module:
+    """A new ``recipe.model`` (seeded), on :func:`~fplab.train.default_device`, trained on ``data``
+    with ``recipe.train``: the last step of every from-scratch trainer."""
+    model = build_model(recipe.model, splits.shape, splits.num_classes, seed=recipe.seed)
+    model.to(default_device())
+    train(model, data, seed=recipe.seed, desc=f"training {recipe.dataset}/{recipe.model} {label}",
+          **recipe.train)
+    return model
+
+
 @register_trainer("standard")
 def train_standard(recipe: Recipe, splits: Splits) -> nn.Module:
     """Train ``recipe.model`` from scratch on the (possibly poisoned) training split."""
@@ -98,11 +115,7 @@ def train_standard(recipe: Recipe, splits: Splits) -> nn.Module:
     attack = recipe.get_attack()
     if attack is not None:
         data = poison(data, attack, splits.num_classes, seed=recipe.seed).data
-    model = build_model(recipe.model, splits.shape, splits.num_classes, seed=recipe.seed)
-    model.to(default_device())
-    label = f"{recipe.dataset}/{recipe.model}" + (f" {attack.trigger}" if attack else " clean")
-    train(model, data, seed=recipe.seed, desc=f"training {label}", **recipe.train)
-    return model
+    return fit(recipe, splits, data, attack.trigger if attack else "clean")
 
 
 def entry_dir(recipe: Recipe, cache=None) -> Path:

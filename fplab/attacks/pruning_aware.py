@@ -172,9 +172,7 @@ def train_pruning_aware(recipe: zoo.Recipe, splits: Splits) -> nn.Module:
     attack = recipe.get_attack()
     if attack is None:
         raise ValueError("a pruning_aware recipe needs an attack")
-    clean_recipe = zoo.Recipe(recipe.dataset, recipe.model, None, clean_train, recipe.seed,
-                              recipe.profile, recipe.sizes, recipe.classes)
-    clean_model = zoo.load(clean_recipe, splits=splits).model
+    clean_model = zoo.load(recipe.clean(clean_train), splits=splits).model
     seed_everything(recipe.seed)
     poisoned = poison(splits.train, attack, splits.num_classes, seed=recipe.seed).data
     retrain = dict(recipe.train)

@@ -426,8 +426,7 @@ def benchmark_pruning_curve(profile: str = "fast") -> dict:
         model, source = build_model(recipe.model, splits.shape, splits.num_classes, seed=0), "untrained"
         model.eval()
     start = time.perf_counter()
-    curve = pruning_curve(model, splits.val, splits.test, case.attack, splits.num_classes,
-                          progress=False)
+    curve = case.pruning_curve(model, splits, progress=False)
     seconds = time.perf_counter() - start
     return {"benchmark": "pruning curve (whole last conv layer)", "model": recipe.model,
             "weights": source, "channels": len(curve.order), "steps": len(curve.table),
