@@ -12,7 +12,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from .models import channel_layer, last_conv_layer
+from .graph import prune_site
+from .models import last_conv_layer
 from .train import model_device
 
 
@@ -35,13 +36,14 @@ def channel_activations(model: nn.Module, x: Tensor, conv: str | None = None,
                         batch_size: int = 1000) -> Tensor:
     """Per-image, per-channel mean post-ReLU activation of conv layer ``conv`` (default: the last).
 
-    Returns ``(N, channels)``. The hook sits on the conv's channel layer (its BatchNorm when it
-    has one, see :func:`fplab.models.channel_layer`) and applies the ReLU that follows.
+    Returns ``(N, channels)``. The hook sits where the channels reach the next layer
+    (:func:`fplab.graph.prune_site`: the conv's BatchNorm when it has one, after a residual
+    addition the block's output) and applies the ReLU that follows.
     """
     conv = conv or last_conv_layer(model)
     model.eval()
     device = model_device(model)
-    with recording(model, channel_layer(model, conv)) as outputs:
+    with recording(model, prune_site(model, conv).module) as outputs:
         for i in range(0, len(x), batch_size):
             model(x[i:i + batch_size].to(device))
     return torch.cat([torch.relu(o).mean(dim=(2, 3)).cpu() for o in outputs])

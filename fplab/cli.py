@@ -15,42 +15,16 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 from .paths import REPO_ROOT
+from .runner import BUILD, NOTEBOOKS, execute, notebook_paths, resolve_user_paths
+from .scoreboard import write_scoreboard
 from .store import sha256_file
-
-NOTEBOOKS = REPO_ROOT / "notebooks"
-BUILD = REPO_ROOT / "_build"
-
-
-def notebook_paths(names: list[str] | None = None) -> list[Path]:
-    """The chapter notebooks, in order (optionally only those whose name starts with ``names``)."""
-    paths = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
-    if names:
-        chosen = [p for p in paths if any(p.name.startswith(n) for n in names)]
-        if not chosen:
-            raise SystemExit(f"no notebook matches {names}; available: {[p.name for p in paths]}")
-        return chosen
-    return paths
-
-
-def execute(path: Path, output: Path, parameters: dict) -> float:
-    """Run one notebook with papermill (working directory: ``notebooks/``); return seconds."""
-    import papermill
-    output.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    papermill.execute_notebook(str(path), str(output), parameters=parameters, cwd=str(NOTEBOOKS),
-                               kernel_name="python3", progress_bar=False)
-    return time.perf_counter() - start
 
 
 def run(args) -> list[Path]:
@@ -83,9 +57,11 @@ def book(args) -> Path:
     for path in notebook_paths():
         shutil.copy(source / path.name if (source / path.name).exists() else path,
                     site / "notebooks" / path.name)
+    write_scoreboard(site / "book" / "scoreboard.md",
+                     [site / "notebooks" / p.name for p in notebook_paths()])
     script = Path(sys.executable).with_name("jupyter-book")  # installed beside this Python
     command = [str(script) if script.exists() else "jupyter-book", "build", str(site),
-               "--path-output", str(REPO_ROOT), "-W", "--keep-going"]  # site: _build/html
+               "--path-output", str(REPO_ROOT), "--all", "-W", "--keep-going"]  # site: _build/html
     subprocess.run(command, check=True)
     index = BUILD / "html" / "index.html"
     print(f"\nThe site is built: {index}\nOpen it in a browser, or serve it with "
@@ -93,52 +69,188 @@ def book(args) -> Path:
     return index
 
 
-def _measure_child(path: str, parameters: str) -> None:
-    """Run in a fresh process: execute one notebook, print seconds and the kernel's peak RSS."""
-    with tempfile.TemporaryDirectory() as tmp:
-        seconds = execute(Path(path), Path(tmp) / "out.ipynb", json.loads(parameters))
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_rss_gib": peak_kib / 2**20}))
+def _case_recipes(profile: str = "fast", seed: int = 0):
+    """``[(case, kind, recipe)]``: every case-study recipe whose training is shipped
+    (:data:`fplab.chapters.casestudies.SHIPPED_CASES`), the clean model included."""
+    from .chapters.casestudies import SHIPPED_CASES, case_study
+    out = []
+    for name in SHIPPED_CASES:
+        c = case_study(name, profile, seed)
+        for kind in ("clean", "baseline", "pruning_aware"):
+            out.append((c, kind, getattr(c, f"{kind}_recipe")()))
+    return out
 
 
-def benchmark(args) -> None:
-    """Per notebook, cold (empty cache) then warm (same cache) wall time and peak memory."""
-    import pandas as pd
-    params = json.dumps({"profile": args.profile, "seed": args.seed})
-    rows = []
-    shared = tempfile.mkdtemp(prefix="fplab-bench-")
+def _chapter_recipes(profile: str = "fast", seed: int = 0):
+    """``[(label, recipe)]``: the models of chapters 5-7 (ANP's attacks on GTSRB-10, chapter 6's
+    defended MNIST networks, chapter 7's adaptive attackers). Together they are most of the
+    course's training time (about 20 minutes on this project's 2-core CI machine), so they ship."""
+    from .chapters import ch05_anp as ch5, ch06_adaptive_attacks as ch6
+    from .chapters import ch07_adaptive_backdoors as ch7
+    splits5 = ch5.base_recipe(profile, seed).splits()
+    out = [(f"ch05/{name or 'clean'}", ch5.recipe(name, profile, seed, splits=splits5))
+           for name in (None, *ch5.ATTACKS)]
+    out += [(f"ch05/mnist-{position}", ch5.mnist_corner(position, seed)[0])
+            for position in ("bottom-right", "center")]
+    out += [(f"ch06/{name}", r) for name, r in ch6.recipes(profile, seed).items()]
+    out += [(f"ch07/{name or 'clean'}", ch7.recipe(name, profile, seed))
+            for name in (None, *ch7.ATTACKERS)]
+    return out
+
+
+def _measure(case, recipe, cache) -> dict:
+    """Clean accuracy and attack success of ``recipe``'s model: the case study's own evaluation,
+    or (``case=None``) on the recipe's test split with its own attack."""
+    from . import zoo
+    from .metrics import accuracy, attack_success_rate
+    splits = case.splits() if case is not None else recipe.splits()
+    model = zoo.load(recipe, cache=cache, splits=splits).model
+    if case is not None:
+        scores = case.evaluate(model, splits)
+    else:
+        scores = {"clean_acc": accuracy(model, splits.test)}
+        attack = recipe.get_attack()
+        if attack is not None:
+            scores["asr"] = attack_success_rate(model, splits.test, attack, splits.num_classes)
+    return {k: round(v, 4) for k, v in scores.items()}
+
+
+def _selected(only, label: str, key: str) -> bool:
+    """Whether ``--only`` (labels or keys; empty: everything) selects the entry ``label`` / ``key``."""
+    return not only or label in only or key in only
+
+
+def _shipped_recipes():
+    """``[(label, case or None, recipe)]``: everything ``ship-weights`` ships."""
+    return ([(f"{c.name}/{kind}", c, r) for c, kind, r in _case_recipes()]
+            + [(label, None, r) for label, r in _chapter_recipes()])
+
+
+def ship_weights(args) -> None:
+    """Maintainers: train (or take from the cache, never from fplab/weights itself) every shipped
+    case-study model and chapter 2's fast capacity map, copy them into fplab/weights and write
+    its manifest: SHA-256 of every file, and the clean accuracy / attack success each model
+    measures. Run it under ``make`` 's portable numerics (``make ship-weights``) so that
+    ``retrain-shipped`` reproduces the files on any machine.
+
+    ``--only`` labels (``ch07/ANP-aware``), keys or ``capacity``: ship just those and keep every
+    other entry as shipped (refused if another recipe has changed and has no shipped entry)."""
+    import shutil
+    from dataclasses import asdict
+    from . import zoo
+    from .capacity import MAP_FILE, capacity_map, map_key
+    from .chapters.ch02_pruning import CAPACITY_GRID, capacity_recipe
+    from .store import atomic_write_json
+    only = set(getattr(args, "only", None) or ())
+    old = zoo.shipped_entries() if only else {}
+    os.environ["FPLAB_NO_SHIPPED"] = "1"
+    entries, missing = {}, []
+    for label, case, recipe in _shipped_recipes():
+        key = recipe.recipe_hash()
+        if not _selected(only, label, key):
+            if key in old:
+                entries[key] = old[key]
+            else:
+                missing.append(label)
+            continue
+        measured = _measure(case, recipe, None)
+        source, target = zoo.entry_dir(recipe), zoo.SHIPPED_DIR / key
+        target.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for path in sorted(source.iterdir()):
+            shutil.copyfile(path, target / path.name)
+            files[path.name] = sha256_file(target / path.name)
+        entries[key] = {"label": label, "kind": recipe.kind, "recipe": asdict(recipe),
+                        "files": files, "measured": measured}
+        if case is not None:
+            entries[key].update(case=case.name, kind=label.split("/")[1])
+        print(f"shipped {label} {key}: {measured}")
+    if missing:
+        raise SystemExit(f"ship-weights --only: these recipes changed and have no shipped entry; "
+                         f"ship them too: {' '.join(missing)}")
+    grid, recipe = CAPACITY_GRID["fast"], capacity_recipe("fast")
+    key = map_key(recipe, grid["widths"], grid["epochs"])
+    if only and "capacity" not in only and key in old:
+        entries[key] = old[key]
+    else:
+        table = capacity_map(recipe, grid["widths"], grid["epochs"], shipped=False)
+        (zoo.SHIPPED_DIR / key).mkdir(parents=True, exist_ok=True)
+        (zoo.SHIPPED_DIR / key / MAP_FILE).write_text(table.to_json(orient="records", indent=1))
+        entries[key] = {"kind": "capacity_map", "profile": "fast",
+                        "files": {MAP_FILE: sha256_file(zoo.SHIPPED_DIR / key / MAP_FILE)},
+                        "recipe": {"base": asdict(recipe), "widths": list(grid["widths"]),
+                                   "epochs": list(grid["epochs"])}}
+        print(f"shipped the fast capacity map {key}")
+    for stale in zoo.SHIPPED_DIR.iterdir():  # entries of recipes that no longer exist
+        if stale.is_dir() and stale.name not in entries:
+            shutil.rmtree(stale)
+    atomic_write_json(entries, zoo.SHIPPED_MANIFEST)
+
+
+def retrain_shipped(args) -> bool:
+    """Retrain every shipped model (or the ``--only`` keys) from its recipe in a fresh cache and
+    report whether it reaches the shipped clean accuracy and attack success within 1 point."""
+    import tempfile
+    from . import zoo
+    ok = True
+    saved = {k: os.environ.get(k) for k in ("FPLAB_NO_SHIPPED", "FPLAB_CACHE")}
+    os.environ["FPLAB_NO_SHIPPED"] = "1"
     try:
-        for path in notebook_paths(args.only):
-            # a fresh, empty cache per notebook (cold), then the same cache again (warm)
-            cache = shared if args.shared_cache else tempfile.mkdtemp(prefix="fplab-bench-")
-            env = dict(os.environ, FPLAB_CACHE=cache)
-            for state in ("cold", "warm"):
-                child = subprocess.run(
-                    [sys.executable, "-m", "fplab", "_measure", str(path), params], env=env,
-                    capture_output=True, text=True, check=True)
-                figures = json.loads(child.stdout.strip().splitlines()[-1])
-                rows.append({"notebook": path.name, "cache": state,
-                             "wall time (s)": round(figures["seconds"], 1),
-                             "peak RSS (GiB)": round(figures["peak_rss_gib"], 2)})
-                print(rows[-1], flush=True)
-            if cache != shared:
-                shutil.rmtree(cache, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["FPLAB_CACHE"] = tmp  # every model retrained here, a PA's clean model too
+            for label, case, recipe in _shipped_recipes():
+                entry = zoo.shipped_entries().get(recipe.recipe_hash())
+                if entry is None or not _selected(args.only, label, recipe.recipe_hash()):
+                    continue
+                again = _measure(case, recipe, None)
+                diff = {k: abs(again[k] - entry["measured"][k]) for k in again}
+                same = all(d <= 0.01 + 1e-9 for d in diff.values())
+                ok &= same
+                identical = _same_tensors(zoo.entry_dir(recipe) / "model.pt",
+                                          zoo.SHIPPED_DIR / recipe.recipe_hash() / "model.pt")
+                print(f"{label} {recipe.recipe_hash()}: shipped {entry['measured']}, "
+                      f"retrained {again} -> {'same within 1 point' if same else 'DIFFERENT'}"
+                      f" ({'bit-identical weights' if identical else 'other weights'})")
+            ok &= _recompute_shipped_maps(args.only)
     finally:
-        shutil.rmtree(shared, ignore_errors=True)
-    print("\nNotebooks (papermill, profile=%s):" % args.profile)
-    print(pd.DataFrame(rows).to_string(index=False))
-    for name, figures in _micro_benchmarks():
-        print(f"\n{name}:")
-        for key, value in figures.items():
-            print(f"  {key}: {value}")
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return ok
 
 
-def _micro_benchmarks():
-    """The chapters' own benchmarks: the pruning curve (chapter 2) and ANP's throughput (chapter 5)."""
-    from .defenses.anp import benchmark_anp
-    from .defenses.pruning import benchmark_pruning_curve
-    yield "fplab.defenses.pruning.benchmark_pruning_curve", benchmark_pruning_curve()
-    yield "fplab.defenses.anp.benchmark_anp", benchmark_anp()
+def _same_tensors(a: Path, b: Path) -> bool:
+    """Whether two saved state dicts hold bit-identical tensors (the files' bytes differ anyway:
+    torch writes a fresh serialization id into every file)."""
+    import torch
+    first, second = (torch.load(p, weights_only=True, map_location="cpu") for p in (a, b))
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def _recompute_shipped_maps(only) -> bool:
+    """Recompute each shipped capacity map (chapter 2) from its recipes and compare every cell's
+    attack success, success at the stopping rule and dormant fraction within 1 point."""
+    from . import zoo
+    from .capacity import capacity_map, map_key, shipped_map
+    from .chapters.ch02_pruning import CAPACITY_GRID, capacity_recipe
+    if only and "capacity" not in only:
+        return True
+    ok = True
+    for profile in ("fast",):
+        grid = CAPACITY_GRID[profile]
+        recipe = capacity_recipe(profile)
+        key = map_key(recipe, grid["widths"], grid["epochs"])
+        if key not in zoo.shipped_entries():
+            continue
+        os.environ.pop("FPLAB_NO_SHIPPED", None)
+        shipped = shipped_map(key)
+        os.environ["FPLAB_NO_SHIPPED"] = "1"
+        again = capacity_map(recipe, grid["widths"], grid["epochs"], shipped=False)
+        columns = ["asr", "stop_asr", "dormant", "clean_acc"]
+        diff = (again[columns] - shipped[columns]).abs().max().max()
+        ok &= bool(diff <= 0.01 + 1e-9)
+        print(f"capacity map {key} ({profile}): largest difference {100 * diff:.1f} points -> "
+              f"{'same within 1 point' if diff <= 0.01 + 1e-9 else 'DIFFERENT'}")
+    return ok
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,6 +262,10 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--profile", default="fast", choices=["fast", "full"])
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
+        p.add_argument("--data-root", help="the data root (default: $FPLAB_DATA, else data/); "
+                       "a relative path is read from the current directory")
+        p.add_argument("--cache", help="the cache folder (default: $FPLAB_CACHE, else "
+                       "~/.cache/fplab); a relative path is read from the current directory")
         if name != "benchmark":
             p.add_argument("--in-place", action="store_true",
                            help="overwrite notebooks/ with the executed copies (maintainers)")
@@ -161,20 +277,37 @@ def main(argv: list[str] | None = None) -> None:
                            help="keep the zoo between notebooks (later chapters reuse models)")
     p = sub.add_parser("sha256")
     p.add_argument("file")
+    p = sub.add_parser("ship-weights", help="maintainers: copy the trained case-study models into "
+                   "fplab/weights (with their SHA-256 manifest)")
+    p.add_argument("--only", nargs="*", help="labels, keys or 'capacity': ship just these, keep "
+                   "the rest, e.g. ch07/ANP-aware")
+    p = sub.add_parser("retrain-shipped", help="retrain every shipped model from its recipe and "
+                       "check it reaches the same clean accuracy and attack success (1 point)")
+    p.add_argument("--only", nargs="*", help="keys or case/kind names, e.g. speech/clean")
     p = sub.add_parser("_measure")
     p.add_argument("path")
     p.add_argument("parameters")
     args = parser.parse_args(argv)
+    for option, variable in (("data_root", "FPLAB_DATA"), ("cache", "FPLAB_CACHE")):
+        if getattr(args, option, None):
+            os.environ[variable] = getattr(args, option)
+    resolve_user_paths()  # before any notebook runs (papermill starts kernels in notebooks/)
     if args.command == "run":
         run(args)
     elif args.command == "book":
         book(args)
     elif args.command == "benchmark":
+        from .benchmark import benchmark
         benchmark(args)
+    elif args.command == "ship-weights":
+        ship_weights(args)
+    elif args.command == "retrain-shipped":
+        raise SystemExit(0 if retrain_shipped(args) else 1)
     elif args.command == "sha256":
         print(f"{sha256_file(args.file)}  {args.file}")
     else:
-        _measure_child(args.path, args.parameters)
+        from .benchmark import measure_child
+        measure_child(args.path, args.parameters)
 
 
 if __name__ == "__main__":

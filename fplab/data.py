@@ -85,6 +85,100 @@ class Data:
         return self.subset(condition.nonzero().flatten())
 
 
+#: The most bytes :func:`as_data` materialises from a ``DataLoader`` / ``Dataset`` (4 GiB);
+#: ``$FPLAB_MAX_DATA_BYTES`` overrides it.
+MAX_DATA_BYTES = 4 * 2**30
+
+
+def as_data(data, name: str = "data", purpose: str | None = None,
+            max_bytes: int | None = None) -> Data:
+    """The defenses' one input conversion: ``data`` as a :class:`Data` of float32 images and
+    int64 labels, or a ``TypeError`` / ``ValueError`` naming parameter ``name``.
+
+    Accepted: a :class:`Data` (returned as it is when already float32 / int64), an ``(x, y)``
+    pair of tensors or arrays, a ``torch.utils.data.DataLoader`` or a ``Dataset`` of ``(x, y)``
+    items (read once, in order; refused when it would take more than ``max_bytes``, default
+    :data:`MAX_DATA_BYTES`). uint8 images become ``x / 255``; float64 / float16 images float32;
+    integer labels, and float labels with whole values, int64. Refused: other integer or boolean
+    images, fractional, negative or one-hot labels, and an empty set (``purpose`` says why one
+    is needed).
+    """
+    import os
+    from torch.utils.data import DataLoader, Dataset
+    if max_bytes is None:
+        max_bytes = int(os.environ.get("FPLAB_MAX_DATA_BYTES", MAX_DATA_BYTES))
+    if isinstance(data, Data):
+        x, y = data.x, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = (torch.as_tensor(v) for v in data)
+    elif isinstance(data, (DataLoader, Dataset)):
+        x, y = _materialise(data, name, max_bytes)
+    else:
+        raise TypeError(f"{name} must be a fplab.data.Data, an (x, y) pair of tensors, a "
+                        f"DataLoader or a Dataset of (x, y) items; got {type(data).__name__}")
+    if len(x) != len(y):
+        raise ValueError(f"{name}: x has {len(x)} items but y has {len(y)}")
+    if len(y) == 0:
+        raise ValueError(f"{name} is empty" + (f": {purpose}" if purpose else ""))
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255.0)
+    elif x.dtype in (torch.float64, torch.float16, torch.bfloat16):
+        x = x.float()
+    elif x.dtype != torch.float32:
+        raise TypeError(f"{name}: images of dtype {x.dtype} are not supported; allowed: "
+                        "float32 in [0, 1] (float64 / float16 are converted) or uint8 in [0, 255]")
+    if y.dim() != 1:
+        raise ValueError(f"{name}: labels must be one class index per item, shape (N,); got shape "
+                         f"{tuple(y.shape)} (one-hot labels: pass y.argmax(1))")
+    if y.dtype.is_floating_point:
+        if not torch.equal(y, y.round()):
+            raise ValueError(f"{name}: labels must be whole class indices; got float labels such "
+                             f"as {y[y != y.round()][0].item()}")
+        y = y.long()
+    elif y.dtype == torch.bool or y.dtype.is_complex:
+        raise TypeError(f"{name}: labels of dtype {y.dtype} are not supported; allowed: integer "
+                        "class indices (or floats with whole values)")
+    elif y.dtype != torch.long:
+        y = y.long()
+    if (y < 0).any():
+        raise ValueError(f"{name}: labels must be class indices >= 0; got {int(y.min())}")
+    if isinstance(data, Data) and x is data.x and y is data.y:
+        return data
+    return Data(x, y)
+
+
+def _materialise(data, name: str, max_bytes: int) -> tuple[Tensor, Tensor]:
+    """Every ``(x, y)`` of a DataLoader (its batches) or a Dataset (its items), read once."""
+    from torch.utils.data import DataLoader
+    batched = isinstance(data, DataLoader)
+    xs, ys, size = [], [], 0
+    total = None
+    try:
+        total = len(data.dataset if batched else data)
+    except TypeError:  # an IterableDataset without a length
+        pass
+    for item in data:
+        if isinstance(item, dict) or not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise TypeError(f"{name}: each {'batch' if batched else 'item'} must be an (x, y) "
+                            f"pair; got {type(item).__name__}")
+        x, y = (torch.as_tensor(v) for v in item)
+        if not batched:
+            x, y = x[None], y.reshape(1)
+        if not xs and total is not None and x.element_size() * x[0].numel() * total > max_bytes:
+            raise ValueError(f"{name}: {total} items of shape {tuple(x.shape[1:])} ({x.dtype}) "
+                             f"take more than max_bytes={max_bytes} in memory; pass a subset "
+                             "(torch.utils.data.Subset) or raise FPLAB_MAX_DATA_BYTES")
+        size += x.element_size() * x.numel()
+        if size > max_bytes:
+            raise ValueError(f"{name} takes more than max_bytes={max_bytes} in memory; pass a "
+                             "subset (torch.utils.data.Subset) or raise FPLAB_MAX_DATA_BYTES")
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise ValueError(f"{name} is empty: it yielded no items")
+    return torch.cat(xs), torch.cat(ys)
+
+
 @dataclass
 class Splits:
     """A dataset's train / val / test splits and what describes it."""

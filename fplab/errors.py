@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from numbers import Real
 from typing import Iterable
 
 
@@ -25,3 +27,22 @@ def check_range(param: str, value: float, low: float, high: float) -> None:
     """Raise ``ValueError`` naming ``param`` if ``value`` is outside ``[low, high]``."""
     if not (low <= value <= high):
         raise ValueError(f"{param}={value!r} is outside the allowed range [{low}, {high}]")
+
+
+def check_integer(param: str, value, low: int, high: int | None = None) -> int:
+    """``value`` as an ``int``; ``TypeError`` / ``ValueError`` naming ``param`` and the allowed
+    range unless it is a whole number in ``[low, high]`` (``high=None``: no upper bound)."""
+    allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{param}={value!r} must be a whole number {allowed}")
+    if not math.isfinite(value) or value != int(value):
+        raise ValueError(f"{param}={value!r} must be a whole number {allowed}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{param}={value!r} is outside the allowed range {allowed}")
+    return int(value)
+
+
+def check_positive(param: str, value) -> None:
+    """Raise ``ValueError`` naming ``param`` unless ``value`` is a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not value > 0:
+        raise ValueError(f"{param}={value!r} must be a number > 0")

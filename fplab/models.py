@@ -11,8 +11,11 @@ The tables follow the source texts, scaled down to train in seconds on a CPU:
 - ``face_cnn``: a DeepID-like four-conv network for 64x64 faces; ``face_cnn_wide`` doubles its
   last two conv layers (64, 128 channels), for chapter 2's question whether width gives a
   backdoor room of its own.
+- ``mnist_small``: conv 16x4x4 stride 2, conv 32x4x4 stride 2, fc 100: the network of Wong, Rice
+  and Kolter (2020) for fast adversarial training on MNIST (chapter 6).
 - ``*_bn`` variants put BatchNorm after every conv: they train in fewer epochs, and the ANP
-  chapter perturbs BN channels. ``preact_resnet18`` (:mod:`fplab.resnet`) is ANP's network.
+  chapter perturbs BN channels. ``resnet18`` (:mod:`fplab.resnet`) is the ANP code's network
+  (post-activation, 20 BatchNorm layers); ``preact_resnet18`` its pre-activation variant.
 """
 
 from __future__ import annotations
@@ -34,15 +37,31 @@ ARCHITECTURES: dict[str, tuple[list[tuple[int, int, int, int, bool]], list[int]]
                   (64, 3, 1, 1, False)], [160]),
     "face_cnn_wide": ([(16, 3, 1, 1, True), (32, 3, 1, 1, True), (64, 3, 1, 1, True),
                        (128, 3, 1, 1, False)], [160]),
+    # the small CNN of Wong et al. 2020's fast adversarial training (chapter 6)
+    "mnist_small": ([(16, 4, 2, 1, False), (32, 4, 2, 1, False)], [100]),
+    # Spare capacity as the Fine-Pruning paper's networks have it (no BatchNorm, a wide last conv
+    # layer, dropout before the classifier: :data:`DROPOUT`); issue 8's case-study networks.
+    "face_cnn_wide2": ([(16, 3, 1, 1, True), (32, 3, 1, 1, True), (64, 3, 1, 1, True),
+                        (256, 3, 1, 1, True)], [128]),
+    "speech_cnn_wide": ([(32, 5, 2, 2, True), (64, 3, 1, 1, True), (256, 3, 1, 1, True)], [128]),
+    "traffic_cnn_wide": ([(32, 3, 1, 1, True), (64, 3, 1, 1, True), (256, 3, 1, 1, True)], [128]),
 }
-MODELS = tuple(ARCHITECTURES) + tuple(f"{name}_bn" for name in ARCHITECTURES) + ("preact_resnet18",)
+#: The MNIST BadNet with its last conv layer ``w`` channels wide (``mnist_cnn_w32`` is
+#: ``mnist_cnn``'s table): the width axis of the map of when pruning works (:mod:`fplab.capacity`).
+CAPACITY_WIDTHS = (8, 16, 32, 64, 128, 256)
+ARCHITECTURES.update({f"mnist_cnn_w{w}": ([(16, 5, 1, 0, True), (w, 5, 1, 0, True)], [512])
+                      for w in CAPACITY_WIDTHS})
+#: Dropout probability before each fully connected layer (networks not listed have none).
+DROPOUT: dict[str, float] = {"face_cnn_wide2": 0.5, "speech_cnn_wide": 0.5, "traffic_cnn_wide": 0.5}
+MODELS = (tuple(ARCHITECTURES) + tuple(f"{name}_bn" for name in ARCHITECTURES)
+          + ("resnet18", "preact_resnet18"))
 
 
 class ConvNet(nn.Module):
     """Conv blocks then a fully connected classifier, built from a layer table."""
 
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int, convs, hidden,
-                 batchnorm: bool = False):
+                 batchnorm: bool = False, dropout: float = 0.0):
         super().__init__()
         layers, channels = OrderedDict(), in_shape[0]
         for i, (out, kernel, stride, padding, pool) in enumerate(convs, start=1):
@@ -58,9 +77,13 @@ class ConvNet(nn.Module):
             flat = self.features(torch.zeros(1, *in_shape)).numel()
         head, width = OrderedDict(flatten=nn.Flatten()), flat
         for i, units in enumerate(hidden, start=1):
+            if dropout:  # no parameters: the state_dict keys of every network stay as they were
+                head[f"drop{i}"] = nn.Dropout(dropout)
             head[f"fc{i}"] = nn.Linear(width, units)
             head[f"relu_fc{i}"] = nn.ReLU()
             width = units
+        if dropout:
+            head[f"drop{len(hidden) + 1}"] = nn.Dropout(dropout)
         head[f"fc{len(hidden) + 1}"] = nn.Linear(width, num_classes)
         self.classifier = nn.Sequential(head)
 
@@ -73,12 +96,16 @@ def build_model(name: str, in_shape, num_classes: int, seed: int | None = None) 
     check_choice("model", name, MODELS)
     if seed is not None:
         torch.manual_seed(seed)
-    if name == "preact_resnet18":  # the ANP paper's network (full profile), in its own module
+    if name == "resnet18":  # the ANP code's network (full profile), in its own module
+        from .resnet import ResNet18
+        return ResNet18(in_channels=in_shape[0], num_classes=num_classes)
+    if name == "preact_resnet18":
         from .resnet import PreActResNet18
         return PreActResNet18(in_channels=in_shape[0], num_classes=num_classes)
     base = name.removesuffix("_bn")
     convs, hidden = ARCHITECTURES[base]
-    return ConvNet(tuple(in_shape), num_classes, convs, hidden, batchnorm=name.endswith("_bn"))
+    return ConvNet(tuple(in_shape), num_classes, convs, hidden, batchnorm=name.endswith("_bn"),
+                   dropout=DROPOUT.get(base, 0.0))
 
 
 def last_conv_layer(model: nn.Module) -> str:

@@ -42,3 +42,12 @@ def cache_dir(cache: str | os.PathLike | None = None) -> Path:
     path = Path(cache).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def describe(root: str | os.PathLike | None = None) -> str:
+    """Where data will be read (and downloaded) and where trained models are cached, and why."""
+    source = ("argument" if root else "FPLAB_DATA" if os.environ.get("FPLAB_DATA")
+              else "default")
+    cache = "FPLAB_CACHE" if os.environ.get("FPLAB_CACHE") else "default"
+    return (f"data root: {data_root(root)} ({source}; datasets download there on first use)\n"
+            f"cache:     {cache_dir()} ({cache}; trained models and results, safe to delete)")

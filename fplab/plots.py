@@ -12,6 +12,7 @@ def image_grid(images: Tensor, titles: list[str] | None = None, ncols: int = 8,
     """Show a batch ``(N, C, H, W)`` of images in [0, 1] as a grid with optional titles."""
     n = len(images)
     ncols = min(ncols, n)
+    size = min(size, 8 / ncols)  # the page column: at most 8 inches wide
     nrows = (n + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.4), squeeze=False)
     for i, ax in enumerate(axes.flat):
@@ -33,7 +34,7 @@ def activation_bars(clean: Tensor, triggered: Tensor, highlight: Tensor | None =
     """Per-channel mean activations on clean and triggered inputs (top) and their difference
     (bottom), with the ``highlight`` channels (e.g. the backdoor neurons) in red."""
     channels = torch.arange(len(clean))
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 5.6), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5.4), sharex=True)
     top.bar(channels - 0.2, clean, width=0.4, label="clean inputs", color="tab:blue")
     top.bar(channels + 0.2, triggered, width=0.4, label="triggered inputs", color="tab:orange")
     top.set_ylabel("mean activation\n(after ReLU)")
@@ -84,3 +85,29 @@ def heatmap(values: Tensor, xlabel: str, ylabel: str, title: str, colorbar: str,
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def slider_explorer(draw, values, label: str, figsize=(7, 3.6), dpi: int = 80):
+    """An explorer that needs no kernel: ``draw(fig, value)`` is drawn for every one of
+    ``values`` now, and the frames are shown with a slider (matplotlib's JavaScript animation
+    player; self-contained HTML, no server, no CDN), so it works on the static site as in
+    Jupyter. Returns an IPython ``HTML`` object; the figure itself is closed."""
+    from IPython.display import HTML
+    from matplotlib import animation
+
+    values = list(values)
+    if not values:
+        raise ValueError("values must list at least one setting to explore")
+    fig = plt.figure(figsize=figsize, dpi=dpi)
+
+    def frame(i):
+        fig.clear()
+        draw(fig, values[i])
+        fig.suptitle(f"{label} = {values[i]}", fontsize=11)
+        fig.tight_layout()
+
+    anim = animation.FuncAnimation(fig, frame, frames=len(values), interval=600, repeat=False)
+    try:
+        return HTML(f'<div class="fplab-explorer">{anim.to_jshtml(default_mode="once")}</div>')
+    finally:
+        plt.close(fig)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import numerics
 from .errors import IntegrityError
 
 _CHUNK = 1 << 20
@@ -78,11 +79,27 @@ def verified_load(path: str | os.PathLike, expected_sha256: str):
 
 # ----------------------------------------------------------------------------- computed results
 
-def fingerprint(*parts) -> str:
+def compute_context(device=None) -> dict:
+    """What, besides a recipe and its inputs, changes the numbers training computes: the torch
+    version, the device type and, on a CPU, torch's thread count (the same seed gives different
+    weights on 1 and 2 threads) and its kernel choice (:func:`fplab.numerics.context`). Part of
+    every cache key, so a cache filled by a 2-thread ``make book`` never stands in for the
+    single-threaded results ``make test`` compares."""
+    kind = torch.device(device).type if device is not None else "cpu"
+    context = {"torch": torch.__version__.split("+")[0], "device": kind}
+    if kind == "cpu":
+        context["threads"] = torch.get_num_threads()
+        context.update(numerics.context())
+    return context
+
+
+def fingerprint(*parts, device=None) -> str:
     """First 20 hex digits of a SHA-256 over ``parts``, in order: tensors (dtype, shape and
-    bytes), dicts (state dicts: every key and value) and JSON-able values. The key under which a
-    computed result (ANP masks, a fine-tuned model) is cached: any change of input changes it."""
+    bytes), dicts (state dicts: every key and value) and JSON-able values, and the
+    :func:`compute_context` of ``device``. The key under which a computed result (ANP masks, a
+    fine-tuned model) is cached: any change of input changes it."""
     digest = hashlib.sha256()
+    digest.update(json.dumps(compute_context(device), sort_keys=True).encode())
 
     def feed(part):
         if isinstance(part, torch.Tensor):
@@ -103,13 +120,26 @@ def fingerprint(*parts) -> str:
 
 def load_result(folder: str | os.PathLike, key: str):
     """``(object, record)`` stored by :func:`save_result` under ``key``, SHA-256 verified and
-    loaded weights-only; ``None`` when there is none."""
+    loaded weights-only; ``None`` when there is none. :class:`IntegrityError` (never a silent
+    recomputation over it) for a ``.pt`` without its ``.json``, a corrupt ``.json``, or a file
+    that does not match it."""
     folder = Path(folder)
-    manifest = folder / f"{key}.json"
+    manifest, blob = folder / f"{key}.json", folder / f"{key}.pt"
+    fix = f"delete {blob} and {manifest} to compute the result again"
     if not manifest.exists():
+        if blob.exists():
+            raise IntegrityError(f"{blob} has no record {manifest.name} (an interrupted or foreign "
+                                 f"write); fplab will not load it or overwrite it: {fix}.")
         return None
-    record = json.loads(manifest.read_text())
-    return verified_load(folder / f"{key}.pt", record["sha256"]), record
+    try:
+        record = json.loads(manifest.read_text())
+        expected = record["sha256"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise IntegrityError(f"{manifest} is corrupt ({type(error).__name__}: {error}): {fix}.") from None
+    try:
+        return verified_load(blob, expected), record
+    except IntegrityError as error:
+        raise IntegrityError(f"{error} ({fix}.)") from None
 
 
 def save_result(folder: str | os.PathLike, key: str, obj, record: dict | None = None) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .data import Data
 from .errors import check_choice
@@ -37,6 +38,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextmanager
+def preserved_rng():
+    """Run a block without changing the global generators (torch's CPU and CUDA ones, Python's,
+    NumPy's). Around work that is done only on a cache miss (training a zoo model, computing an
+    attack): a notebook then draws the same random numbers after it whether the result was
+    computed or loaded, so a cold and a warm run print the same."""
+    py, npy = random.getstate(), np.random.get_state()
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
 def random_shift(x: Tensor, pixels: int, gen: torch.Generator) -> Tensor:
     """Shift each image by up to ``pixels`` in each direction (zero padding): cheap augmentation."""
     if pixels <= 0:
@@ -53,11 +70,18 @@ def random_shift(x: Tensor, pixels: int, gen: torch.Generator) -> Tensor:
 def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_size: int = 128,
           optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
           shift: int = 0, seed: int = 0, params=None, desc: str = "training",
-          progress: bool = True) -> list[float]:
+          progress: bool = True, on_epoch=None) -> list[float]:
     """Train ``model`` in place on ``data`` with cross-entropy; return the mean loss per epoch.
 
     ``params`` restricts the update to some parameters (fine-tuning only the last layers, as in
     the BadNets transfer-learning attack); ``shift`` adds random-shift augmentation.
+    ``on_epoch(epoch)`` (1-based) is called after every epoch, e.g. to score a held-out set; it
+    does not change the training (the model is put back in training mode after it).
+
+    ``seed`` fixes everything random here: the batch order, the shifts and the dropout masks
+    (torch's global generator is seeded inside a fork of it, so the caller's is left as it was).
+    Without that, a network with dropout trained differently after a cached model was loaded
+    than after one was trained, and chapter 4's fine-tuning budget changed between runs.
     """
     check_choice("optimizer", optimizer, OPTIMIZERS)
     if epochs < 0 or batch_size < 1:
@@ -72,7 +96,8 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
     steps = (len(data) + batch_size - 1) // batch_size
     losses = []
     model.train()
-    with tqdm(total=epochs * steps, desc=desc, disable=not progress, leave=False) as bar:
+    with preserved_rng(), progress_bar(total=epochs * steps, desc=desc, progress=progress) as bar:
+        torch.manual_seed(seed)
         for _ in range(epochs):
             order, total = torch.randperm(len(data), generator=gen), 0.0
             for start in range(0, len(data), batch_size):
@@ -86,6 +111,9 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
                 bar.update()
             losses.append(total / len(data))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if on_epoch is not None:
+                on_epoch(len(losses))
+                model.train()
     model.eval()
     return losses
 

@@ -101,6 +101,27 @@ def warp_field(H: int, W: int, grid: int, strength: float, gen: torch.Generator)
     return (field[0] * scale).permute(1, 2, 0).contiguous()
 
 
+def band_trigger(shape: tuple[int, int, int], rows=(1, 4), amplitude: float = 0.6,
+                 frequency: int = 8) -> Additive:
+    """A narrow-band pattern for spectrogram images (frequency x time, high frequencies on top):
+    ``amplitude`` added to image rows ``rows = (first, last)`` (exclusive), pulsed on and off
+    ``frequency`` times along the time axis. Placed in frequencies spoken digits leave quiet
+    (rows 1-4 of fplab's 64-row FSDD spectrogram: ~3.8-3.9 kHz), it is the speech case's
+    localised trigger (Liu et al. 2018 use a fixed audio pattern); the ``noise`` trigger, spread
+    over every frequency, is its contrast."""
+    C, H, W = shape
+    first, last = int(rows[0]), int(rows[1])
+    if not 0 <= first < last <= H:
+        raise ValueError(f"rows={tuple(rows)!r} must satisfy 0 <= first < last <= {H}")
+    check_range("amplitude", amplitude, 0.0, 1.0)
+    if not isinstance(frequency, int) or not 1 <= frequency <= W // 2:
+        raise ValueError(f"frequency={frequency!r} must be an integer in [1, {W // 2}]")
+    pulses = ((torch.arange(W) * 2 * frequency // W) % 2 == 0).float()
+    pattern = torch.zeros(C, H, W)
+    pattern[:, first:last, :] = amplitude * pulses
+    return Additive(pattern)
+
+
 Trigger = Patch | Blend | Additive | Warp
 
 
@@ -179,7 +200,7 @@ def draw(shape: str, h: int, w: int | None = None, colour=None) -> tuple[Tensor,
 
 
 PATCH_SHAPES = ("square", "yellow_square", "checkerboard", "bomb", "flower", "postit", "sunglasses")
-TRIGGERS = PATCH_SHAPES + ("blend", "noise", "sig", "warp")
+TRIGGERS = PATCH_SHAPES + ("corners", "blend", "noise", "sig", "warp", "band")
 
 
 def _to_channels(pattern: Tensor, channels: int) -> Tensor:
@@ -189,6 +210,18 @@ def _to_channels(pattern: Tensor, channels: int) -> Tensor:
         weights = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
         return (pattern * weights).sum(0, keepdim=True)
     raise ValueError(f"images must have 1 or 3 channels; got {channels}")
+
+
+def _corners(C: int, H: int, W: int, size: int, margin: int, colour) -> Patch:
+    """One image-sized :class:`Patch`: the checkerboard in all four corners, mirrored left-right."""
+    _check_fits((size, size), (margin, margin), (H - margin, W - margin))
+    board, board_mask = draw("checkerboard", size, size, colour)
+    pattern, mask = torch.zeros(3, H, W), torch.zeros(H, W)
+    for top in (margin, H - size - margin):
+        for left, flip in ((margin, True), (W - size - margin, False)):
+            pattern[:, top:top + size, left:left + size] = board.flip(-1) if flip else board
+            mask[top:top + size, left:left + size] = board_mask
+    return Patch(_to_channels(pattern, C), mask, 0, 0)
 
 
 def _place(position, size: tuple[int, int], image: tuple[int, int], margin: int):
@@ -206,18 +239,20 @@ def _place(position, size: tuple[int, int], image: tuple[int, int], margin: int)
 def make_trigger(name: str, shape: tuple[int, int, int], size=None, position="bottom-right",
                  colour=None, margin: int = 1, alpha: float = 0.1, amplitude: float = 0.2,
                  frequency: int = 6, strength: float = 0.5, grid: int = 4,
-                 seed: int = 0) -> Trigger:
+                 rows=(1, 4), seed: int = 0) -> Trigger:
     """Build trigger ``name`` for images of ``shape`` (C, H, W).
 
     Patch shapes (``square``, ``yellow_square``, ``checkerboard``, ``bomb``, ``flower``,
     ``postit``, ``sunglasses``) take ``size`` (an int or (h, w); default about a quarter of the
     image side, sunglasses span the eyes), ``position`` (a name in :data:`POSITIONS` or
     ``(top, left)``), ``colour`` and ``margin`` (pixels from the edge for named positions).
+    ``corners`` puts a ``size`` checkerboard (default 3) in all four corners.
     ``blend`` mixes in a fixed random pattern at ratio ``alpha``; ``noise`` adds a fixed random
     pattern of peak ``amplitude`` (the speech trigger); ``sig`` adds a horizontal sinusoid
     ``amplitude * sin(2 pi j frequency / W)`` (SIG, Barni et al., 2019); ``warp`` resamples the
     image along a smooth random field of ``strength`` pixels on a ``grid`` x ``grid`` control grid
-    (WaNet, Nguyen and Tran, 2021). ``seed`` fixes the random patterns.
+    (WaNet, Nguyen and Tran, 2021); ``band`` adds a narrow-band tone pattern in image ``rows``
+    (:func:`band_trigger`). ``seed`` fixes the random patterns.
     """
     check_choice("trigger", name, TRIGGERS)
     if len(shape) != 3:
@@ -234,6 +269,10 @@ def make_trigger(name: str, shape: tuple[int, int, int], size=None, position="bo
         check_range("amplitude", amplitude, 0.0, 1.0)
         wave = amplitude * torch.sin(2 * math.pi * torch.arange(W) * frequency / W)
         return Additive(wave.expand(C, H, W).clone())
+    if name == "band":
+        return band_trigger(shape, rows=rows, amplitude=amplitude, frequency=frequency)
+    if name == "corners":  # a checkerboard of ``size`` in each corner (CLB in the ANP benchmark)
+        return _corners(C, H, W, 3 if size is None else int(size), margin, colour)
     if name == "warp":
         check_range("strength", strength, 0.0, float(min(H, W)))
         if not isinstance(grid, int) or not 2 <= grid <= min(H, W):

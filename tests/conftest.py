@@ -22,3 +22,13 @@ def cache(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_runtest_logreport(report):
+    """With ``FPLAB_TIMINGS`` set (``.ci/run``), append each test's duration to that file."""
+    import json
+    import os
+    path = os.environ.get("FPLAB_TIMINGS")
+    if path and report.when == "call":
+        with open(path, "a") as f:
+            f.write(json.dumps({"test": report.nodeid, "seconds": round(report.duration, 2)}) + "\n")

@@ -53,8 +53,12 @@ def test_fine_tune_copies(cached):
 
 def test_fine_prune_stopping_rule(cached):
     recipe, _, entry = cached
-    result = fine_prune(entry.model, recipe.splits().val, max_drop=0.04, epochs=1, progress=False)
-    assert 0.0 <= result.fraction <= 1.0
+    from fplab.defenses.pruning import stopping_point, val_accuracy_curve
+    val = recipe.splits().val
+    result = fine_prune(entry.model, val, max_drop=0.04, epochs=1, progress=False)
+    full = val_accuracy_curve(entry.model, val)
+    assert len(result.pruned.pruned) == stopping_point(full, 0.04)
+    assert result.fraction == len(result.pruned.pruned) / len(full[1:])
 
 
 def test_bad_input(cached):
@@ -94,3 +98,43 @@ def test_fine_tune_cache_reuses_verified_weights(cached, cache, monkeypatch):
     files[0].write_bytes(files[0].read_bytes()[:-10])
     with pytest.raises(IntegrityError):
         fine_tune(entry.model, val, epochs=1, lr=1e-3, progress=False, cache=True)
+
+
+def test_select_budget_uses_held_out_clean_data_only(cached):
+    from fplab.defenses.finetune import select_budget, split_for_selection
+    recipe, _, entry = cached
+    val = recipe.splits().val
+    fit, out = split_for_selection(val, held_out=0.25, seed=0)
+    assert len(fit) + len(out) == len(val) and len(out) == round(0.25 * len(val))
+    before = _state(entry.model)
+    # a rate that wrecks the network scores worst on the held-out part and is not chosen
+    budget = select_budget(entry.model, val, lrs=(1e-3, 50.0), max_epochs=2)
+    assert budget.lr == 1e-3 and budget.epochs in (1, 2)
+    assert set(budget.scores) == {(lr, e) for lr in (1e-3, 50.0) for e in (1, 2)}
+    assert budget.held_out_accuracy == max(a for a, _ in budget.scores.values())
+    assert all(torch.equal(v, before[k]) for k, v in entry.model.state_dict().items())
+    again = select_budget(entry.model, val, lrs=(1e-3, 50.0), max_epochs=2)
+    assert (again.lr, again.epochs) == (budget.lr, budget.epochs)
+    with pytest.raises(ValueError, match="held_out"):
+        split_for_selection(val, held_out=1.5)
+    with pytest.raises(ValueError, match="max_epochs"):
+        select_budget(entry.model, val, max_epochs=0)
+
+
+def test_compare_defenses_with_selected_budget(cached):
+    from fplab.defenses.fineprune import compare_defenses
+    from fplab.metrics import accuracy
+    recipe, _, entry = cached
+    splits = recipe.splits()
+    seen = []
+
+    def evaluate(model):
+        seen.append(model)
+        return {"clean_acc": accuracy(model, splits.test)}
+
+    r = compare_defenses(entry.model, evaluate, splits.val, progress=False,
+                         select={"lrs": (1e-3,), "max_epochs": 2})
+    assert set(r["budget"]) == {"fine-tune", "fine-prune"}
+    assert all(b.lr == 1e-3 and 1 <= b.epochs <= 2 for b in r["budget"].values())
+    assert len(seen) == 4 and "budget" not in compare_defenses(
+        entry.model, evaluate, splits.val, epochs=1, progress=False)

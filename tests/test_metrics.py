@@ -73,3 +73,4 @@ def test_per_class_table(synthetic):
     assert (table["clean error %"] == 0).all()
     assert pytest.approx(table.loc[3, "backdoor error %"]) == 0
     assert table.loc[4, "backdoor error %"] != table.loc[4, "backdoor error %"]  # NaN: target class
+

@@ -45,7 +45,7 @@ def test_same_seed_same_weights_and_copies_are_independent():
 
 
 def test_case_study_variant_is_a_different_recipe():
-    from fplab.casestudies import case_study
+    from fplab.chapters.casestudies import case_study
     face = case_study("face")
     wide = face.variant("face_cnn_wide", epochs=60, lr=1e-3)
     assert wide.model == "face_cnn_wide" and wide.train["epochs"] == 60

@@ -132,7 +132,7 @@ def test_dormant_fraction_and_trigger_share():
 
 def test_trigger_placement_table_row():
     from types import SimpleNamespace
-    from fplab.plots_pruning import trigger_placement
+    from fplab.chapters.ch02_pruning import trigger_placement
     clean = torch.tensor([0.0, 0.5, 1.0, 2.0])
     triggered = torch.tensor([4.0, 0.5, 1.0, 2.0])     # the trigger adds only to dormant channel 0
     curve = SimpleNamespace(order=torch.tensor([0, 1, 2, 3]), stop=1)

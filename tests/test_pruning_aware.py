@@ -55,7 +55,16 @@ def test_clean_model_untouched(attacked):
 def test_report_steps(attacked):
     *_, report = attacked
     assert len(report.pruned_step2) == len(report.decoys) + len(report.reinstated)
-    assert report.rounds and 0 <= report.rounds[-1]["asr"] <= 1
+    splits, _, _, model, _ = attacked
+    assert report.rounds[-1]["active"] == report.channels - len(report.decoys)
+    # the last round's model is the de-pruned one with its decoys masked again
+    from fplab.defenses.pruning import set_channel_mask
+    from fplab.metrics import accuracy, attack_success_rate
+    remasked = set_channel_mask(copy_model(model), report.decoys)
+    attack = Attack("square", "all_to_one", target=0, rate=0.1, trigger_options={"size": 4})
+    assert report.rounds[-1]["asr"] == pytest.approx(
+        attack_success_rate(remasked, splits.train, attack, splits.num_classes), abs=1e-6)
+    assert report.rounds[-1]["clean_acc"] == pytest.approx(accuracy(remasked, splits.train), abs=1e-6)
 
 
 def test_bad_input():

@@ -57,3 +57,20 @@ def test_damaged_file_is_refused_not_retrained(cache, damage):
 def test_unknown_trainer_kind(cache):
     with pytest.raises(ValueError, match=r"kind='magic'.*'standard'"):
         zoo.load(zoo.Recipe("synthetic", "mnist_cnn", kind="magic"))
+
+
+def test_cache_keys_include_the_thread_count():
+    """Same seed, 1 vs 2 threads: different weights, so different zoo keys and fingerprints."""
+    from fplab.store import compute_context, fingerprint
+    recipe = zoo.Recipe("synthetic", "mnist_cnn")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = (recipe.key(), fingerprint({"w": torch.ones(2)}), compute_context())
+        torch.set_num_threads(2)
+        two = (recipe.key(), fingerprint({"w": torch.ones(2)}), compute_context())
+    finally:
+        torch.set_num_threads(before)
+    assert one[0] != two[0] and one[1] != two[1]
+    assert (one[2]["threads"], two[2]["threads"]) == (1, 2)
+    assert compute_context("cuda") == {"torch": torch.__version__.split("+")[0], "device": "cuda"}

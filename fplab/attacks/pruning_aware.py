@@ -22,7 +22,6 @@ The returned model has the original architecture (same layers, same shapes). As 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import torch
@@ -30,14 +29,16 @@ from torch import nn
 
 from .. import zoo
 from ..activations import recording
-from ..data import Data, Splits
+from ..data import Data, Splits, as_data
 from ..defenses.pruning import (clear_channel_mask, rank_channels, set_channel_mask,
                                 stopping_point, val_accuracy_curve)
 from ..errors import check_range
+from ..graph import prune_site
 from ..metrics import accuracy, attack_success_rate
 from ..models import channel_layer, copy_model, last_conv_layer
 from ..poison import Attack, poison
-from ..train import seed_everything, train
+from ..store import atomic_write_json
+from ..train import model_device, seed_everything, train
 
 
 @dataclass
@@ -70,9 +71,10 @@ def _bias_of(model: nn.Module, layer: str) -> torch.Tensor:
 def _pre_activations(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
     """Channel-layer outputs (before the ReLU), ``(N, C, H, W)``."""
     model.eval()
+    device = model_device(model)
     with recording(model, channel_layer(model, layer)) as out:
         for i in range(0, len(x), 500):
-            model(x[i:i + 500])
+            model(x[i:i + 500].to(device))
     return torch.cat(out)
 
 
@@ -117,13 +119,18 @@ def pruning_aware_attack(clean_model: nn.Module, clean: Data, poisoned: Data, at
     """
     check_range("max_drop", max_drop, 0.0, 1.0)
     check_range("max_fraction", max_fraction, 0.0, 1.0)
-    if len(clean) == 0 or len(poisoned) == 0:
-        raise ValueError("the pruning-aware attack needs clean and poisoned training data")
+    need = "the pruning-aware attack needs clean and poisoned training data"
+    clean, poisoned = as_data(clean, "clean", need), as_data(poisoned, "poisoned", need)
     layer = layer or last_conv_layer(clean_model)
+    site = prune_site(clean_model, layer)
+    if site.residual:
+        raise ValueError(f"layer={layer!r}: its channels are summed with a shortcut at "
+                         f"{site.shortcut!r}, so step 4 cannot make a decoy dormant by lowering "
+                         f"the bias of {site.channel_layer!r}; choose a conv without a shortcut")
     model = copy_model(clean_model)
     # Step 2: prune the channels dormant on clean inputs.
     order, _ = rank_channels(model, clean, layer)
-    curve = val_accuracy_curve(model, clean, layer, order)
+    curve = val_accuracy_curve(model, clean, layer, order, max_drop=max_drop)
     count = min(stopping_point(curve, max_drop), int(max_fraction * len(order)))
     pruned = order[:count].tolist()
     report = PruningAwareReport(len(order), order.tolist(), list(pruned),
@@ -159,8 +166,9 @@ def report_path(recipe: zoo.Recipe, cache=None):
 
 
 def load_report(recipe: zoo.Recipe, cache=None) -> dict:
-    """The step-by-step report saved when the zoo trained ``recipe``."""
-    return json.loads(report_path(recipe, cache).read_text())
+    """The step-by-step report saved when the zoo trained ``recipe``, verified against the SHA-256
+    the zoo's manifest records for it (:func:`fplab.zoo.load_file`)."""
+    return zoo.load_json(recipe, report_path(recipe, cache).name, cache)
 
 
 @zoo.register_trainer("pruning_aware")
@@ -179,7 +187,5 @@ def train_pruning_aware(recipe: zoo.Recipe, splits: Splits) -> nn.Module:
     retrain["epochs"] = max(1, round(retrain.get("epochs", 1) * scale))
     model, report = pruning_aware_attack(clean_model, splits.train, poisoned, attack,
                                          splits.num_classes, retrain, seed=recipe.seed, **extra)
-    path = report_path(recipe)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report.to_dict(), indent=1))
+    atomic_write_json(report.to_dict(), report_path(recipe))  # the zoo's manifest records its hash
     return model

@@ -15,34 +15,45 @@ with ``L`` the cross-entropy on a few hundred clean images. The inner maximum is
 ``steps`` signed-gradient steps from a uniform random start (like PGD on the weights); the masks
 take one SGD step (momentum 0.9) per mini-batch and are clipped to ``[0, 1]``. Backdoor neurons are
 the ones whose small perturbation flips predictions (to the target class, as the notebook shows):
-their masks are pushed to 0, and pruning the neurons with ``m < threshold`` removes the backdoor.
+their masks are pushed to 0, and pruning the neurons with ``m <= threshold`` removes the backdoor.
+
+Two modes (:data:`MODES`). ``"faithful"`` (the default) does what the original code does, in the
+three places where fplab used to differ and that change which neurons are pruned: the network is
+in *train mode* during the optimisation (BatchNorm normalises with batch statistics; the running
+statistics it updates are restored afterwards), the perturbation is *not* clipped back to
+``[-eps, eps]`` after the signed step (from a uniform start one step of ``eps`` reaches
+``[-2 eps, 2 eps]``), and mini-batches are drawn with replacement. ``"fplab"`` is this library's
+earlier variant: eval mode (running statistics), clipped perturbation, the clean and perturbed
+passes sharing one batch ``[x; x]``, epochs of the clean images. Pruning keeps the original's
+``m <= threshold`` (``inclusive=False``: the earlier ``m < threshold``; masks often sit at exactly 0).
 
 How the model is perturbed without editing its source: a forward hook on each neuron layer
 rewrites its output ``y = w h + b`` (per channel) as
 
     y' = y + (s - 1) * (y - b) + xi * b  =  s * (w h) + (1 + xi) * b,     s = m (+ delta)
 
-The model's parameters are never touched; removing the hooks restores it exactly, and with
-``s = 1, xi = 0`` the output is bit-for-bit unchanged. BatchNorm runs in eval mode (running
-statistics), so the optimisation leaves even the running statistics alone. The clean and the
-perturbed forward passes share one batch (``[x; x]``, the hook treats each half differently).
+For a BatchNorm ``h`` is the normalised input, so the hook is exact in train and eval mode. The
+model's parameters are never touched; removing the hooks restores it exactly, and with
+``s = 1, xi = 0`` the output is bit-for-bit unchanged.
 
 Pruning sets the pruned neurons' weights to zero in a *copy* (the bias stays, as in the original
-code); :func:`pruning_curve` traces clean accuracy and attack success over thresholds or counts.
+code); :func:`pruning_curve` traces clean accuracy and attack success over thresholds or counts,
+:func:`prune_by_validation` picks the threshold from clean validation accuracy alone.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from ..progress import progress_bar
 
-from ..data import Data
-from ..errors import check_range
+from ..data import Data, as_data
+from ..errors import check_choice, check_integer, check_positive, check_range
 from ..metrics import accuracy, attack_success_rate
 from ..models import copy_model
 from ..paths import cache_dir
@@ -62,18 +73,28 @@ def neuron_layers(model: nn.Module, layers: list[str] | None = None) -> list[str
     implementation, which swaps each BN for a noisy one: for a conv -> BN pair that is the conv's
     channel as the next layer sees it; in a PreAct-ResNet, every pre-activation BN); without
     BatchNorm, every conv layer. Plus every linear layer except the last (the output layer: its
-    neurons are the classes). ``layers`` picks modules by name instead.
+    neurons are the classes). ``layers`` picks modules by name instead (a list of names, or one
+    name as a string); the output layer is refused there too.
     """
     modules = dict(model.named_modules())
-    if layers is not None:
-        for name in layers:
-            if name not in modules or not isinstance(modules[name], _NORMS + _LAYERS):
-                allowed = [n for n, m in modules.items() if isinstance(m, _NORMS + _LAYERS)]
-                raise ValueError(f"layers contains {name!r}, which is not a conv, linear or "
-                                 f"BatchNorm module of the model; allowed: {allowed}")
-        return list(layers)
     leaves = [(n, m) for n, m in modules.items() if not list(m.children())]
     linears = [n for n, m in leaves if isinstance(m, nn.Linear)]
+    if layers is not None:
+        layers = [layers] if isinstance(layers, str) else layers
+        if not isinstance(layers, (list, tuple)) or not all(isinstance(n, str) for n in layers):
+            raise TypeError(f"layers={layers!r} must be a list of module names (or one name)")
+        allowed = [n for n, m in modules.items() if isinstance(m, _NORMS + _LAYERS)
+                   and (not linears or n != linears[-1])]
+        for name in layers:
+            if name not in allowed:
+                what = ("the output layer (its neurons are the classes)"
+                        if linears and name == linears[-1] else
+                        "not a conv, linear or BatchNorm module of the model")
+                raise ValueError(f"layers contains {name!r}, which is {what}; allowed: {allowed}")
+        if not layers or len(set(layers)) != len(layers):
+            raise ValueError(f"layers={layers!r} must name at least one layer, each once; "
+                             f"allowed: {allowed}")
+        return list(layers)
     has_norm = any(isinstance(m, _NORMS) and m.affine for _, m in leaves)
     chosen = []
     for name, module in leaves:
@@ -156,22 +177,25 @@ class NeuronPerturbation:
 
 
 class _Frozen:
-    """Eval mode and ``requires_grad=False`` on every parameter; both restored on exit.
+    """``requires_grad=False`` on every parameter and the mode ANP optimises in; all restored on exit.
 
-    ``batch_stats=True`` runs the BatchNorm layers on batch statistics instead (as the original
-    code, which optimises in train mode) without updating their running statistics.
+    ``train_mode=True`` (the original code): the whole model in train mode, BatchNorm on batch
+    statistics; the running statistics it updates meanwhile are put back on exit, so the model
+    leaves exactly as it came. Otherwise eval mode, and ``batch_stats=True`` runs only the
+    BatchNorm layers on batch statistics without updating their running statistics.
     """
 
-    def __init__(self, model: nn.Module, batch_stats: bool = False):
-        self.model, self.batch_stats = model, batch_stats
+    def __init__(self, model: nn.Module, batch_stats: bool = False, train_mode: bool = False):
+        self.model, self.batch_stats, self.train_mode = model, batch_stats, train_mode
 
     def __enter__(self):
         self.training = [(m, m.training) for m in self.model.modules()]
         self.flags = [(p, p.requires_grad) for p in self.model.parameters()]
         self.tracking = [(m, m.track_running_stats) for m in self.model.modules()
                          if isinstance(m, _NORMS)]
-        self.model.eval()
-        if self.batch_stats:
+        self.buffers = [(b, b.clone()) for m, _ in self.tracking for b in m.buffers(recurse=False)]
+        self.model.train(self.train_mode)
+        if self.batch_stats and not self.train_mode:
             for m, _ in self.tracking:
                 m.train()
                 m.track_running_stats = False
@@ -186,20 +210,23 @@ class _Frozen:
             m.track_running_stats = flag
         for m, flag in self.training:
             m.training = flag
+        with torch.no_grad():
+            for b, saved in self.buffers:
+                b.copy_(saved)
 
 
 def _check(eps: float, alpha: float | None = None, steps: int = 1) -> None:
-    if not eps >= 0:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
         raise ValueError(f"eps={eps!r} must be >= 0 (the size of the neuron perturbation)")
     if alpha is not None:
         check_range("alpha", alpha, 0.0, 1.0)
-    if int(steps) != steps or steps < 1:
-        raise ValueError(f"steps={steps!r} must be a positive integer")
+    check_integer("steps", steps, 1)
 
 
 def _maximise_noise(pert: NeuronPerturbation, model, x, y, eps: float, steps: int,
-                    gen: torch.Generator, step_size: float | None = None) -> None:
-    """Inner maximisation: random start in [-eps, eps], then ``steps`` signed-gradient steps."""
+                    gen: torch.Generator, step_size: float | None = None, clip: bool = True) -> None:
+    """Inner maximisation: random start in [-eps, eps], then ``steps`` signed-gradient steps of
+    ``step_size`` (default ``eps / steps``), each clipped back to [-eps, eps] when ``clip``."""
     step_size = eps / steps if step_size is None else step_size
     noise = [*pert.delta.values(), *pert.xi.values()]
     for t in noise:
@@ -212,7 +239,9 @@ def _maximise_noise(pert: NeuronPerturbation, model, x, y, eps: float, steps: in
         grads = torch.autograd.grad(loss, noise)
         with torch.no_grad():
             for t, g in zip(noise, grads):
-                t.add_(step_size * g.sign()).clamp_(-eps, eps)
+                t.add_(step_size * g.sign())
+                if clip:
+                    t.clamp_(-eps, eps)
         for t in noise:
             t.requires_grad_(False)
 
@@ -230,6 +259,7 @@ def perturbation_effect(model: nn.Module, data: Data, eps: float, target: int | 
     predicted as ``target`` (if given) among all and among the misclassified ones.
     """
     _check(eps, steps=steps)
+    data = as_data(data, "data")
     device = model_device(model)
     x, y = data.x.to(device), data.y.to(device)
     gen = torch.Generator().manual_seed(seed)
@@ -258,6 +288,7 @@ class ANPResult:
     seconds: float = 0.0
     iterations: int = 0
     cached: bool = False
+    history: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # iteration -> masks
 
     def flat(self) -> Tensor:
         """All mask values in one vector (layer order)."""
@@ -269,18 +300,30 @@ class ANPResult:
                              for n, m in self.masks.items() for c, v in enumerate(m.tolist())])
 
 
-def clean_subset(data: Data, n_clean: int, seed: int = 0) -> Data:
-    """``n_clean`` images drawn at random (``seed``) from the defender's clean ``data``."""
-    if int(n_clean) != n_clean or not 1 <= n_clean <= len(data):
-        raise ValueError(f"n_clean={n_clean!r} must be an integer in [1, {len(data)}]")
+def clean_subset(data, n_clean: int, seed: int = 0) -> Data:
+    """``n_clean`` images drawn at random (``seed``) from the defender's clean ``data`` (any input
+    :func:`fplab.data.as_data` accepts). More than ``data`` holds: all of it, with a warning."""
+    data = as_data(data, "data", purpose="ANP needs the defender's clean images")
+    n_clean = check_integer("n_clean", n_clean, 1)
+    if n_clean > len(data):
+        warnings.warn(f"n_clean={n_clean} is more than the {len(data)} images of data: using all "
+                      f"{len(data)}", stacklevel=3)
+        n_clean = len(data)
     gen = torch.Generator().manual_seed(seed)
     return data.subset(torch.randperm(len(data), generator=gen)[:int(n_clean)].sort().values)
 
 
-def anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: int = 1, alpha: float = 0.2,
+#: Bumped whenever a change to the algorithm changes the masks, so the cache never reuses old ones.
+ANP_VERSION = 2
+#: ``"faithful"``: as the original code; ``"fplab"``: this library's earlier variant (module docstring).
+MODES = ("faithful", "fplab")
+
+
+def anp_masks(model: nn.Module, data, eps: float = 0.4, steps: int = 1, alpha: float = 0.2,
               lr: float = 0.2, iterations: int = 2000, batch_size: int = 128, n_clean: int = 500,
-              seed: int = 0, layers=None, batch_stats: bool = False, cache: bool = False,
-              progress: bool = True) -> ANPResult:
+              seed: int = 0, layers=None, batch_stats: bool | None = None, cache: bool = False,
+              progress: bool = True, mode: str = "faithful", clip_noise: bool | None = None,
+              record_at=()) -> ANPResult:
     """Optimise ANP's neuron masks on ``n_clean`` clean images of ``data`` (the paper's defaults).
 
     Objective (Wu and Wang, 2021, eq. 5)::
@@ -290,20 +333,36 @@ def anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: int = 1, al
     Each iteration draws a mini-batch of ``batch_size`` images, maximises over ``delta, xi`` by
     ``steps`` signed-gradient steps of size ``eps / steps`` from a uniform random start, then takes
     one SGD step (``lr``, momentum 0.9) on the masks and clips them to [0, 1]. With ``eps = 0``
-    only the natural term is used. ``model`` is left exactly as it was (parameters, mode,
-    ``requires_grad`` flags). ``cache=True`` stores the result under ``$FPLAB_CACHE/anp`` keyed by
-    a hash of the model's weights, the data and every argument, and reuses it.
+    only the natural term is used.
+
+    ``mode="faithful"`` (default) reproduces the original implementation: train mode (BatchNorm
+    on batch statistics), no clip after the signed step, separate noise / perturbed / clean passes,
+    batches drawn with replacement. It is the default because it is what the paper's numbers come
+    from, and on the chapter's benchmark it is also the mode that removes the backdoors (the
+    chapter measures both). ``mode="fplab"`` is the earlier variant (eval mode, clipped noise, one
+    shared ``[x; x]`` pass, epochs); ``batch_stats`` / ``clip_noise`` override one ingredient of
+    it. ``record_at``: iterations at which to keep a copy of the masks (``result.history``).
+
+    ``model`` is left exactly as it was (parameters, running statistics, mode, ``requires_grad``
+    flags). ``cache=True`` stores the result under ``$FPLAB_CACHE/anp`` keyed by a hash of the
+    model's weights, the data, every argument and :data:`ANP_VERSION`, and reuses it.
     """
     _check(eps, alpha, steps)
-    if iterations < 0 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"iterations={iterations} must be >= 0, batch_size={batch_size} >= 1 "
-                         f"and lr={lr} > 0")
+    check_choice("mode", mode, MODES)
+    check_integer("iterations", iterations, 0)
+    check_integer("batch_size", batch_size, 1)
+    check_positive("lr", lr)
+    layers = neuron_layers(model, layers) if layers is not None else None
     neuron_layers(model, layers)  # a clear error before anything else for unprunable models
+    faithful = mode == "faithful"
+    clip = (not faithful) if clip_noise is None else bool(clip_noise)
+    batch_stats = bool(batch_stats) and not faithful
+    record_at = sorted({int(i) for i in record_at if 0 < int(i) <= iterations})
     clean = clean_subset(data, n_clean, seed)
     args = dict(eps=eps, steps=steps, alpha=alpha, lr=lr, iterations=iterations,
-                batch_size=batch_size, n_clean=n_clean, seed=seed, layers=layers)
-    if batch_stats:
-        args["batch_stats"] = True
+                batch_size=batch_size, n_clean=n_clean, seed=seed, layers=layers,
+                version=ANP_VERSION, mode=mode, clip=clip, batch_stats=batch_stats,
+                record_at=record_at)
     if cache:
         key = _cache_key(model, clean, args)
         hit = _cache_read(key)
@@ -312,34 +371,30 @@ def anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: int = 1, al
     device = model_device(model)
     x_all, y_all = clean.x.to(device), clean.y.to(device)
     gen = torch.Generator().manual_seed(seed)
-    losses, start = [], time.perf_counter()
-    with _Frozen(model, batch_stats), NeuronPerturbation(model, layers) as pert:
+    ce = nn.functional.cross_entropy
+    losses, history, start = [], {}, time.perf_counter()
+    with _Frozen(model, batch_stats, train_mode=faithful), NeuronPerturbation(model, layers) as pert:
         masks = list(pert.mask.values())
         for m in masks:
             m.requires_grad_(True)
         opt = torch.optim.SGD(masks, lr=lr, momentum=0.9)
-        order, pos = torch.randperm(len(clean), generator=gen), 0
-        for _ in tqdm(range(iterations), desc="ANP masks", disable=not progress, leave=False):
-            if pos + batch_size > len(clean) and pos > 0:  # next epoch of the clean images
-                order, pos = torch.randperm(len(clean), generator=gen), 0
-            idx = order[pos:pos + batch_size].to(device)
-            pos += batch_size
-            x, y = x_all[idx], y_all[idx]
-            n = len(idx)
-            if eps > 0 and batch_stats:  # batch statistics: separate passes, no mixing
-                _maximise_noise(pert, model, x, y, eps, steps, gen)
-                loss_rob = nn.functional.cross_entropy(model(x), y)
+        batches = _batches(len(clean), batch_size, gen, with_replacement=faithful)
+        for it in progress_bar(range(1, iterations + 1), desc="ANP masks", progress=progress):
+            idx = next(batches).to(device)
+            x, y, n = x_all[idx], y_all[idx], len(idx)
+            if eps > 0:
+                _maximise_noise(pert, model, x, y, eps, steps, gen, clip=clip)
+            if eps > 0 and (faithful or batch_stats):  # batch statistics: separate passes
+                loss_rob = ce(model(x), y)
                 pert.mode = "clean"
-                loss = alpha * nn.functional.cross_entropy(model(x), y) + (1 - alpha) * loss_rob
-            elif eps > 0:
-                _maximise_noise(pert, model, x, y, eps, steps, gen)
+                loss = alpha * ce(model(x), y) + (1 - alpha) * loss_rob
+            elif eps > 0:  # running statistics: one pass, clean half and perturbed half
                 pert.mode, pert.split = "both", n
                 logits = model(torch.cat([x, x]))
-                loss = (alpha * nn.functional.cross_entropy(logits[:n], y)
-                        + (1 - alpha) * nn.functional.cross_entropy(logits[n:], y))
+                loss = alpha * ce(logits[:n], y) + (1 - alpha) * ce(logits[n:], y)
             else:
                 pert.mode = "clean"
-                loss = alpha * nn.functional.cross_entropy(model(x), y)
+                loss = alpha * ce(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -347,90 +402,27 @@ def anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: int = 1, al
                 for m in masks:
                     m.clamp_(0, 1)
             losses.append(loss.item())
-        result = ANPResult(pert.values(), losses, time.perf_counter() - start, iterations)
+            if it in record_at:
+                history[it] = pert.values()
+        result = ANPResult(pert.values(), losses, time.perf_counter() - start, iterations,
+                           history=history)
     if cache:
         _cache_write(key, result)
     return result
 
 
-# ----------------------------------------------------------------------------- a plain reference
-
-def reference_anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: int = 1,
-                        alpha: float = 0.2, lr: float = 0.2, iterations: int = 2000,
-                        batch_size: int = 128, n_clean: int = 500, seed: int = 0,
-                        layers=None) -> ANPResult:
-    """The same loop written plainly, as the original code does it: new weights ``(m + delta) * w``
-    and ``(1 + xi) * b`` substituted into the model with ``torch.func.functional_call``, three
-    separate forward passes per iteration and ``.backward()`` through every parameter.
-
-    Kept as the baseline of :func:`benchmark_anp` and as an independent check (same seed, same
-    masks up to float rounding). Works on a copy; ``model`` is not touched.
-    """
-    _check(eps, alpha, steps)
-    model = copy_model(model).eval()
-    names = neuron_layers(model, layers)
-    modules = dict(model.named_modules())
-    params = dict(model.named_parameters())
-    clean = clean_subset(data, n_clean, seed)
-    device = model_device(model)
-    x_all, y_all = clean.x.to(device), clean.y.to(device)
-    gen = torch.Generator().manual_seed(seed)
-    size = {n: _channels(modules[n]) for n in names}
-    mask = {n: torch.ones(size[n], device=device, requires_grad=True) for n in names}
-    delta = {n: torch.zeros(size[n], device=device, requires_grad=True) for n in names}
-    xi = {n: torch.zeros(size[n], device=device, requires_grad=True) for n in names}
-    mask_opt = torch.optim.SGD(list(mask.values()), lr=lr, momentum=0.9)
-    noise = [*delta.values(), *xi.values()]
-    noise_opt = torch.optim.SGD(noise, lr=eps / steps if eps > 0 else 1.0)
-
-    def weights(perturbed: bool) -> dict:
-        new = dict(params)
-        for n in names:
-            w = modules[n].weight
-            scale = mask[n] + delta[n] if perturbed else mask[n]
-            new[f"{n}.weight"] = w * scale.view((-1,) + (1,) * (w.dim() - 1))
-            if modules[n].bias is not None and perturbed:
-                new[f"{n}.bias"] = modules[n].bias * (1 + xi[n])
-        return new
-
-    def forward(x, perturbed):
-        return torch.func.functional_call(model, weights(perturbed), (x,))
-
-    losses, start = [], time.perf_counter()
-    order, pos = torch.randperm(len(clean), generator=gen), 0
-    for _ in range(iterations):
-        if pos + batch_size > len(clean) and pos > 0:
-            order, pos = torch.randperm(len(clean), generator=gen), 0
-        idx = order[pos:pos + batch_size].to(device)
-        pos += batch_size
-        x, y = x_all[idx], y_all[idx]
-        if eps > 0:
-            with torch.no_grad():
-                for t in noise:
-                    t.copy_(torch.rand(t.shape, generator=gen).to(t) * 2 * eps - eps)
-            for _ in range(steps):
-                noise_opt.zero_grad()
-                (-nn.functional.cross_entropy(forward(x, True), y)).backward()
-                for t in noise:
-                    t.grad = t.grad.sign()
-                noise_opt.step()
-                with torch.no_grad():
-                    for t in noise:
-                        t.clamp_(-eps, eps)
-            loss_rob = nn.functional.cross_entropy(forward(x, True), y)
-        else:
-            loss_rob = torch.zeros((), device=device)
-        loss_nat = nn.functional.cross_entropy(forward(x, False), y)
-        loss = alpha * loss_nat + (1 - alpha) * loss_rob
-        mask_opt.zero_grad()
-        loss.backward()
-        mask_opt.step()
-        with torch.no_grad():
-            for m in mask.values():
-                m.clamp_(0, 1)
-        losses.append(loss.item())
-    return ANPResult({n: m.detach().cpu().clone() for n, m in mask.items()}, losses,
-                     time.perf_counter() - start, iterations)
+def _batches(n: int, batch_size: int, gen: torch.Generator, with_replacement: bool):
+    """Mini-batch indices forever: drawn with replacement (the original's sampler), or epochs of
+    a fresh permutation (a last, short batch is dropped unless it is the only one)."""
+    while True:
+        if with_replacement:
+            yield torch.randint(n, (batch_size,), generator=gen)
+            continue
+        order = torch.randperm(n, generator=gen)
+        for pos in range(0, n, batch_size):
+            if pos > 0 and pos + batch_size > n:
+                break
+            yield order[pos:pos + batch_size]
 
 
 # ----------------------------------------------------------------------------- pruning
@@ -442,41 +434,66 @@ class Pruned:
     model: nn.Module
     pruned: dict[str, Tensor]
     masks: dict[str, Tensor]
+    threshold: float | None = None  # the threshold used (threshold and validation rules)
 
     @property
     def count(self) -> int:
         return sum(len(v) for v in self.pruned.values())
 
 
-def _as_masks(masks) -> dict[str, Tensor]:
-    return masks.masks if isinstance(masks, ANPResult) else masks
+def _as_masks(model: nn.Module, masks) -> dict[str, Tensor]:
+    """``masks`` (an :class:`ANPResult` or a dict layer -> one value per channel), checked against
+    ``model``: ``ValueError`` naming ``masks`` for an unknown layer or a wrong length."""
+    masks = masks.masks if isinstance(masks, ANPResult) else masks
+    if not isinstance(masks, dict):
+        raise TypeError(f"masks must be an ANPResult or a dict layer name -> mask tensor; got "
+                        f"{type(masks).__name__}")
+    modules = dict(model.named_modules())
+    allowed = [n for n, m in modules.items() if isinstance(m, _NORMS + _LAYERS)]
+    out = {}
+    for name, mask in masks.items():
+        if name not in allowed:
+            raise ValueError(f"masks has layer {name!r}, which is not a conv, linear or BatchNorm "
+                             f"module of the model; allowed: {allowed}")
+        mask = torch.as_tensor(mask).detach().cpu()
+        if mask.dim() != 1 or len(mask) != _channels(modules[name]):
+            raise ValueError(f"masks[{name!r}] has shape {tuple(mask.shape)}; {name!r} has "
+                             f"{_channels(modules[name])} channels, so it needs one value each")
+        out[name] = mask
+    return out
 
 
 def prune_neurons(model: nn.Module, pruned: dict[str, Tensor]) -> nn.Module:
-    """A copy of ``model`` with the weights of the given neurons (layer -> channels) set to 0."""
+    """A copy of ``model`` with the weights of the given neurons (layer -> channels) set to 0:
+    recorded in the weights, so the copy's ``state_dict`` stays pruned."""
     out = copy_model(model)
     modules = dict(out.named_modules())
     with torch.no_grad():
         for name, channels in pruned.items():
+            if name not in modules or getattr(modules[name], "weight", None) is None:
+                raise ValueError(f"pruned has layer {name!r}, which is not a module with weights")
+            channels = torch.as_tensor(channels, dtype=torch.long)
             if len(channels):
                 modules[name].weight[channels.to(modules[name].weight.device)] = 0
     return out
 
 
-def prune_by_threshold(model: nn.Module, masks, threshold: float = 0.2) -> Pruned:
-    """Prune (in a copy) exactly the neurons whose mask value is below ``threshold``."""
-    masks = _as_masks(masks)
+def prune_by_threshold(model: nn.Module, masks, threshold: float = 0.2,
+                       inclusive: bool = True) -> Pruned:
+    """Prune (in a copy) exactly the neurons whose mask value is ``<= threshold`` (the original
+    code's rule; ``inclusive=False``: ``< threshold``)."""
+    masks = _as_masks(model, masks)
     check_range("threshold", threshold, 0.0, 1.0)
-    pruned = {n: (m < threshold).nonzero().flatten() for n, m in masks.items()}
-    return Pruned(prune_neurons(model, pruned), pruned, masks)
+    pruned = {n: (m <= threshold if inclusive else m < threshold).nonzero().flatten()
+              for n, m in masks.items()}
+    return Pruned(prune_neurons(model, pruned), pruned, masks, float(threshold))
 
 
 def prune_by_count(model: nn.Module, masks, count: int) -> Pruned:
     """Prune (in a copy) the ``count`` neurons with the smallest mask values (ties: layer order)."""
-    masks = _as_masks(masks)
+    masks = _as_masks(model, masks)
     total = sum(len(m) for m in masks.values())
-    if int(count) != count or not 0 <= count <= total:
-        raise ValueError(f"count={count!r} must be an integer in [0, {total}]")
+    count = check_integer("count", count, 0, total)
     flat = torch.cat(list(masks.values()))
     chosen = torch.zeros(total, dtype=torch.bool)
     chosen[torch.sort(flat, stable=True).indices[:int(count)]] = True
@@ -487,13 +504,36 @@ def prune_by_count(model: nn.Module, masks, count: int) -> Pruned:
     return Pruned(prune_neurons(model, pruned), pruned, masks)
 
 
-def pruning_curve(model: nn.Module, masks, data: Data, attack, num_classes: int,
+#: The thresholds the original evaluation script sweeps (0 to 0.9 in steps of 0.05).
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(19))
+
+
+def prune_by_validation(model: nn.Module, masks, val, max_drop: float = 0.02,
+                        thresholds=THRESHOLDS) -> Pruned:
+    """Prune at the largest threshold whose accuracy drop on the clean ``val`` images stays
+    within ``max_drop`` (a fraction, e.g. 0.02 = 2 points): a rule that needs no trigger and no
+    poisoned data, only the defender's clean images. The drop is measured against the unpruned
+    model, and the sweep stops at the first threshold that exceeds it."""
+    check_range("max_drop", max_drop, 0.0, 1.0)
+    val = as_data(val, "val", purpose="the rule needs the defender's clean images")
+    base = accuracy(model, val)
+    best = prune_by_threshold(model, masks, 0.0)
+    for t in sorted(float(t) for t in thresholds):
+        result = prune_by_threshold(model, masks, t)
+        if base - accuracy(result.model, val) > max_drop:
+            break
+        best = result
+    return best
+
+
+def pruning_curve(model: nn.Module, masks, data, attack, num_classes: int,
                   thresholds=None, counts=None) -> pd.DataFrame:
     """Clean accuracy and attack success after pruning, over ``thresholds`` (or ``counts``).
 
     One row per point: threshold (or count), neurons pruned, clean_acc, asr.
     """
-    masks = _as_masks(masks)
+    masks = _as_masks(model, masks)
+    data = as_data(data, "data")
     if (thresholds is None) == (counts is None):
         raise ValueError("give exactly one of thresholds= or counts=")
     rows = []
@@ -511,7 +551,7 @@ def pruning_curve(model: nn.Module, masks, data: Data, attack, num_classes: int,
 # ----------------------------------------------------------------------------- cache
 
 def _cache_key(model: nn.Module, clean: Data, args: dict) -> str:
-    return fingerprint(model.state_dict(), clean.x, clean.y, args)
+    return fingerprint(model.state_dict(), clean.x, clean.y, args, device=model_device(model))
 
 
 def _cache_read(key: str) -> ANPResult | None:
@@ -519,63 +559,12 @@ def _cache_read(key: str) -> ANPResult | None:
     if hit is None:
         return None
     state, record = hit
-    return ANPResult(state["masks"], state["losses"], record["seconds"], record["iterations"], True)
+    history = {int(k): v for k, v in state.get("history", {}).items()}
+    return ANPResult(state["masks"], state["losses"], record["seconds"], record["iterations"], True,
+                     history)
 
 
 def _cache_write(key: str, result: ANPResult) -> None:
-    save_result(cache_dir() / "anp", key, {"masks": result.masks, "losses": result.losses},
+    save_result(cache_dir() / "anp", key, {"masks": result.masks, "losses": result.losses,
+                                         "history": {str(k): v for k, v in result.history.items()}},
                 {"seconds": round(result.seconds, 3), "iterations": result.iterations})
-
-
-# ----------------------------------------------------------------------------- benchmark
-
-def anp_throughput(model_name: str = "mnist_cnn_bn", in_shape=(1, 28, 28), num_classes: int = 10,
-                   iterations: int = 50, batch_size: int = 128, device: str | None = None,
-                   seed: int = 0) -> dict:
-    """Mask-optimisation throughput (iterations/s) of :func:`anp_masks` vs the plain
-    :func:`reference_anp_masks`, on random data, in the same run; and their ratio.
-
-    ``model_name="preact_resnet18", in_shape=(3, 32, 32)`` on a GPU measures the paper's setting.
-    """
-    from ..models import build_model
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(model_name, in_shape, num_classes, seed=seed).to(device).eval()
-    gen = torch.Generator().manual_seed(seed)
-    n = max(batch_size, 256)
-    data = Data(torch.rand(n, *in_shape, generator=gen), torch.randint(0, num_classes, (n,), generator=gen))
-    kw = dict(iterations=iterations, batch_size=batch_size, n_clean=n, seed=seed)
-    anp_masks(model, data, progress=False, **{**kw, "iterations": 3})  # warm-up
-    reference_anp_masks(model, data, **{**kw, "iterations": 3})
-
-    def timed(fn, **extra):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn(model, data, **kw, **extra)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return iterations / (time.perf_counter() - start)
-
-    ours = timed(anp_masks, progress=False)
-    ref = timed(reference_anp_masks)
-    return {"model": model_name, "device": device, "batch_size": batch_size,
-            "iterations": iterations, "anp_it_per_s": round(ours, 2),
-            "reference_it_per_s": round(ref, 2), "speedup": round(ours / ref, 2),
-            "seconds_for_2000_iterations": round(2000 / ours, 1)}
-
-
-def benchmark_anp(iterations: int = 30) -> dict:
-    """``python -m fplab benchmark``: ANP mask-optimisation throughput (iterations/s) of this
-    implementation and of the plain reference loop, in the same run, and their ratio: for the
-    fast profile's CNN on the CPU and, when a GPU is present, for PreAct-ResNet-18 at batch 128
-    (the paper's setting; target: 2000 iterations in <= 60 s)."""
-    out = {}
-    cpu = anp_throughput("mnist_cnn_bn", (1, 28, 28), iterations=iterations, device="cpu")
-    out.update({f"cpu mnist_cnn_bn {k}": v for k, v in cpu.items()
-                if k not in ("model", "device")})
-    if torch.cuda.is_available():
-        gpu = anp_throughput("preact_resnet18", (3, 32, 32), iterations=max(iterations, 50),
-                             device="cuda")
-        out.update({f"cuda preact_resnet18 {k}": v for k, v in gpu.items()
-                    if k not in ("model", "device")})
-    return out

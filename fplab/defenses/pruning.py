@@ -8,16 +8,26 @@ last convolutional layer by their mean activation
 and removes them in increasing order of ``a_c``: a backdoor that lives in channels which stay
 dormant on clean inputs is removed first, at little cost in clean accuracy.
 
-Removal is done by a *channel mask*: a forward hook on the conv's channel layer (its BatchNorm
-when it has one, :func:`fplab.models.channel_layer`) multiplies the pruned channels by zero, so
-``ReLU(0) = 0`` reaches the next layer exactly as if the channel had been deleted. That is
-numerically identical to physically shrinking the layer (:func:`shrink`, and a unit test).
+Where a channel is removed: at the point where it reaches the next layer
+(:func:`fplab.graph.prune_site`). In a plain conv -> [BatchNorm] -> ReLU stack that is the conv's
+*channel layer* (its BatchNorm when it has one); in a residual block, whose shortcut is added
+before any layer reads the channel, it is the block's output (the sum). ``z`` above is read
+there, and ``ReLU(0) = 0`` reaches the next layer exactly as if the channel had been deleted.
+
+Removal is done twice over. A *channel mask* (a forward hook on that module multiplies the pruned
+channels by zero) keeps them at zero while the model is fine-tuned (fine-pruning, section 3.3);
+and :func:`prune_by_activation` also writes the pruning into the weights (the channel layer's
+weights and biases of those channels, or, after a shortcut, the next layers' input weights),
+so a ``state_dict`` saved and loaded into a fresh model stays pruned. Both are numerically
+identical to physically shrinking the layer (:func:`shrink`, and a unit test).
 
 :func:`pruning_curve` computes clean accuracy and attack success after every step, from 0 to
-100% pruned, from *one* activation pass: the channel layer's output is computed once for each
-image set, and each step only re-runs the (cheap) rest of the network on masked copies.
+100% pruned, from *one* partial pass: the model's ``torch.fx`` graph is split at the pruned point,
+the values crossing the split are computed once per image set, and each step only re-runs the
+rest of the network on masked copies (a full forward pass per step for a model fx cannot trace).
 :func:`stopping_point` is the defender's rule: prune as far as validation accuracy stays within
-``max_drop`` (default 4 points) of the unpruned network's.
+``max_drop`` (default 4 points) of the unpruned network's; :func:`prune_by_activation` stops
+computing the curve at the first step that breaks it.
 """
 
 from __future__ import annotations
@@ -27,15 +37,17 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
-from torch import Tensor, nn
-from tqdm.auto import tqdm
+from torch import Tensor, fx, nn
+from ..progress import progress_bar
 
 from ..activations import mean_activations, recording
-from ..data import Data
+from ..data import Data, as_data
 from ..errors import check_range
+from ..graph import Site, prune_site
 from ..metrics import untargeted_effectiveness
-from ..models import channel_layer, copy_model, last_conv_layer
+from ..models import copy_model, last_conv_layer
 from ..poison import Attack, backdoor_labels, eligible
+from ..train import model_device
 
 DEFAULT_MAX_DROP = 0.04
 
@@ -49,34 +61,48 @@ def _mask_hook(module: nn.Module, inputs, output: Tensor) -> Tensor:
     return output * mask.to(output)[None, :, None, None]
 
 
+def _site(model: nn.Module, layer: str | None) -> Site:
+    """Where conv ``layer`` (default: the last) is pruned; a clear error for a non-conv name."""
+    return prune_site(model, layer or last_conv_layer(model))
+
+
 def _check_conv(model: nn.Module, layer: str | None) -> tuple[str, str]:
-    """``(conv name, channel layer name)``; a clear error when ``layer`` is not a conv layer."""
-    conv = layer or last_conv_layer(model)
-    return conv, channel_layer(model, conv)  # channel_layer raises for a non-conv name
+    """``(conv name, name of the module the mask hooks)``."""
+    site = _site(model, layer)
+    return site.conv, site.module
 
 
 def num_channels(model: nn.Module, layer: str | None = None) -> int:
-    conv, _ = _check_conv(model, layer)
-    return dict(model.named_modules())[conv].out_channels
+    conv = layer or last_conv_layer(model)
+    module = dict(model.named_modules()).get(conv)
+    if not isinstance(module, nn.Conv2d):
+        _site(model, conv)  # raises, naming the allowed layers
+    return module.out_channels
+
+
+def _install_mask(module: nn.Module, mask: Tensor | None) -> None:
+    module.fplab_channel_mask = mask
+    if mask is not None and _mask_hook not in module._forward_hooks.values():
+        module.register_forward_hook(_mask_hook)
 
 
 def set_channel_mask(model: nn.Module, pruned, layer: str | None = None) -> nn.Module:
-    """Zero the channels ``pruned`` (indices) of conv ``layer`` (default: the last), in place.
+    """Zero the channels ``pruned`` (indices) of conv ``layer`` (default: the last), in place,
+    where they reach the next layer (:func:`fplab.graph.prune_site`).
 
     Replaces any earlier mask on that layer; ``pruned=[]`` keeps every channel. Returns ``model``.
+    The mask is a hook, not a weight: :func:`prune_by_activation` also writes it into the weights.
     """
     conv, target = _check_conv(model, layer)
     module = dict(model.named_modules())[target]
     channels = num_channels(model, conv)
     index = torch.as_tensor(list(pruned) if not isinstance(pruned, Tensor) else pruned,
-                            dtype=torch.long)
+                            dtype=torch.long).cpu()
     if len(index) and (index.min() < 0 or index.max() >= channels):
         raise ValueError(f"pruned channels must be in 0..{channels - 1}; got {index.tolist()}")
     mask = torch.ones(channels)
     mask[index] = 0.0
-    module.fplab_channel_mask = mask
-    if _mask_hook not in module._forward_hooks.values():
-        module.register_forward_hook(_mask_hook)
+    _install_mask(module, mask)
     return model
 
 
@@ -87,7 +113,7 @@ def get_channel_mask(model: nn.Module, layer: str | None = None) -> Tensor | Non
 
 
 def channel_masks(model: nn.Module) -> dict[str, Tensor]:
-    """Every channel mask set on ``model``: ``{channel layer name: mask}`` (empty when none)."""
+    """Every channel mask set on ``model``: ``{hooked module name: mask}`` (empty when none)."""
     return {name: module.fplab_channel_mask for name, module in model.named_modules()
             if getattr(module, "fplab_channel_mask", None) is not None}
 
@@ -103,6 +129,48 @@ def clear_channel_mask(model: nn.Module, layer: str | None = None) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def write_pruning(model: nn.Module, pruned, layer: str | None = None) -> nn.Module:
+    """Record the pruning of channels ``pruned`` of conv ``layer`` in ``model``'s weights, in place,
+    so that its ``state_dict`` carries it: the channel layer's weights and biases of those
+    channels are zeroed (its output there is then exactly 0), or, when a shortcut is added first,
+    the input weights of every layer that reads the sum. Refuses (``ValueError``, naming the
+    layer and why) when a reader is not a conv or linear layer. Returns ``model``."""
+    site = _site(model, layer)
+    index = torch.as_tensor(list(pruned) if not isinstance(pruned, Tensor) else pruned,
+                            dtype=torch.long).cpu()
+    if not len(index):
+        return model
+    modules = dict(model.named_modules())
+    target = modules[site.channel_layer]
+    if not site.residual and getattr(target, "weight", None) is not None:
+        for param in (target.weight, target.bias):
+            if param is not None:
+                param[index.to(param.device)] = 0
+        return model
+    if site.blocked or not site.traced:
+        where = (f"summed with a shortcut at {site.shortcut!r}" if site.residual
+                 else f"normalised by {site.channel_layer!r}, which has no affine weight")
+        raise ValueError(f"layer={site.conv!r}: its channels are {where} before the next layer "
+                         f"reads them, and {site.blocked or 'the model cannot be traced'}, so the "
+                         "pruning cannot be written into the weights; prune another layer")
+    channels = modules[site.conv].out_channels
+    for name, kind in site.readers:
+        reader = modules[name]
+        w = reader.weight
+        if kind == "linear":
+            if reader.in_features % channels:
+                raise ValueError(f"layer={site.conv!r}: {name!r} reads {reader.in_features} "
+                                 f"features, not a multiple of the {channels} channels")
+            w.view(reader.out_features, channels, -1)[:, index.to(w.device)] = 0
+        else:
+            per_group, out_per_group = reader.in_channels // reader.groups, reader.out_channels // reader.groups
+            for c in index.tolist():
+                group = c // per_group
+                w[group * out_per_group:(group + 1) * out_per_group, c % per_group] = 0
+    return model
+
+
 # ----------------------------------------------------------------------------- physical removal
 
 def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -110,17 +178,43 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
+def _shrinkable(model: nn.Module, site: Site) -> str:
+    """The one layer that reads the conv's channels, or a ``ValueError`` saying why there is none."""
+    conv = dict(model.named_modules())[site.conv]
+    why = None
+    if site.residual:
+        why = (f"its channels are summed with a shortcut at {site.shortcut!r}: deleting them would "
+               "change the shape of the residual stream")
+    elif conv.groups != 1:
+        why = f"it is a grouped convolution (groups={conv.groups})"
+    elif site.blocked:
+        why = site.blocked
+    elif len(site.readers) != 1:
+        why = f"{len(site.readers)} layers read its channels ({[n for n, _ in site.readers]})"
+    elif site.readers[0][1] == "conv" and dict(model.named_modules())[site.readers[0][0]].groups != 1:
+        why = f"the layer that reads it, {site.readers[0][0]!r}, is a grouped convolution"
+    if why:
+        raise ValueError(f"physical=True cannot delete channels of layer={site.conv!r}: {why}; "
+                         "use physical=False (the channels are zeroed instead)")
+    return site.readers[0][0]
+
+
 @torch.no_grad()
 def shrink(model: nn.Module, pruned, layer: str | None = None) -> nn.Module:
     """A copy of ``model`` with channels ``pruned`` of conv ``layer`` physically deleted.
 
     The conv loses those output channels, its BatchNorm (if any) the matching entries, and the
-    next layer that consumes them (a conv, or the first ``nn.Linear`` after flattening) the
-    matching inputs. Works for the sequential :class:`fplab.models.ConvNet` family.
+    one layer that reads them (a conv, or an ``nn.Linear`` after flattening) the matching
+    inputs. Refuses (``ValueError``) where that would not be the same network: a residual
+    shortcut, a grouped convolution, several readers (:func:`fplab.graph.prune_site`).
     """
     model = copy_model(model)
-    conv_name, _ = _check_conv(model, layer)
+    site = _site(model, layer)
+    conv_name = site.conv
+    if site.traced:
+        consumer = _shrinkable(model, site)
     modules = dict(model.named_modules())
+    device = model_device(model)
     conv: nn.Conv2d = modules[conv_name]
     channels = conv.out_channels
     drop = set(int(i) for i in pruned)
@@ -129,68 +223,66 @@ def shrink(model: nn.Module, pruned, layer: str | None = None) -> nn.Module:
         raise ValueError("shrink cannot delete every channel (a layer needs at least one); "
                          "use set_channel_mask to prune all of them")
     new = nn.Conv2d(conv.in_channels, len(keep), conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None)
+                    conv.dilation, conv.groups, conv.bias is not None).to(device)
     new.weight.copy_(conv.weight[keep])
     if conv.bias is not None:
         new.bias.copy_(conv.bias[keep])
     _set_module(model, conv_name, new)
     names = list(modules)
-    consumer = None
-    for name in names[names.index(conv_name) + 1:]:
-        module = modules[name]
-        if isinstance(module, nn.BatchNorm2d) and consumer is None and module.num_features == channels:
-            bn = nn.BatchNorm2d(len(keep), module.eps, module.momentum, module.affine,
-                                module.track_running_stats)
-            for attr in ("weight", "bias", "running_mean", "running_var"):
-                if getattr(module, attr) is not None:
-                    getattr(bn, attr).copy_(getattr(module, attr)[keep])
-            bn.num_batches_tracked = module.num_batches_tracked
-            _set_module(model, name, bn)
-            if getattr(module, "fplab_channel_mask", None) is not None:
-                bn.fplab_channel_mask = module.fplab_channel_mask[keep]
-                bn.register_forward_hook(_mask_hook)
-        elif isinstance(module, (nn.Conv2d, nn.Linear)):
-            consumer = name
-            break
-    if consumer is None:
-        raise ValueError(f"no layer after {conv_name!r} consumes its channels")
+    if not site.traced:  # no graph: the next conv / linear in module order
+        consumer = next((n for n in names[names.index(conv_name) + 1:]
+                         if isinstance(modules[n], (nn.Conv2d, nn.Linear))), None)
+        if consumer is None:
+            raise ValueError(f"no layer after {conv_name!r} consumes its channels")
+    if site.channel_layer != conv_name:
+        name, module = site.channel_layer, modules[site.channel_layer]
+        bn = nn.BatchNorm2d(len(keep), module.eps, module.momentum, module.affine,
+                            module.track_running_stats).to(device)
+        for attr in ("weight", "bias", "running_mean", "running_var"):
+            if getattr(module, attr) is not None:
+                getattr(bn, attr).copy_(getattr(module, attr)[keep])
+        bn.num_batches_tracked = module.num_batches_tracked
+        _set_module(model, name, bn)
+        if getattr(module, "fplab_channel_mask", None) is not None:
+            _install_mask(bn, module.fplab_channel_mask[keep])
     old = modules[consumer]
     if isinstance(old, nn.Conv2d):
         repl = nn.Conv2d(len(keep), old.out_channels, old.kernel_size, old.stride, old.padding,
                          old.dilation, old.groups, old.bias is not None)
-        repl.weight.copy_(old.weight[:, keep])
+        repl.to(device).weight.copy_(old.weight[:, keep])
     else:
         spatial = old.in_features // channels
-        repl = nn.Linear(len(keep) * spatial, old.out_features, old.bias is not None)
+        repl = nn.Linear(len(keep) * spatial, old.out_features, old.bias is not None).to(device)
         repl.weight.copy_(old.weight.view(old.out_features, channels, spatial)[:, keep]
                           .reshape(old.out_features, -1))
     if old.bias is not None:
         repl.bias.copy_(old.bias)
     _set_module(model, consumer, repl)
     if getattr(modules[conv_name], "fplab_channel_mask", None) is not None:  # mask on the conv
-        new.fplab_channel_mask = modules[conv_name].fplab_channel_mask[keep]
-        new.register_forward_hook(_mask_hook)
+        _install_mask(new, modules[conv_name].fplab_channel_mask[keep])
     model.eval()
     return model
 
 
 # ----------------------------------------------------------------------------- ranking / pruning
 
-def _check_data(name: str, data: Data) -> None:
-    if data is None or len(data) == 0:
-        raise ValueError(f"{name} is empty: the pruning defense needs clean images to rank "
-                         "channels and to measure accuracy")
+def _check_data(name: str, data) -> Data:
+    return as_data(data, name, purpose="the pruning defense needs clean images to rank "
+                                       "channels and to measure accuracy")
 
 
-def rank_channels(model: nn.Module, val: Data, layer: str | None = None) -> tuple[Tensor, Tensor]:
+def rank_channels(model: nn.Module, val, layer: str | None = None) -> tuple[Tensor, Tensor]:
     """``(order, means)``: channels of conv ``layer`` by ascending mean activation on ``val``.
 
     ``means[c]`` is the mean post-ReLU activation of channel ``c``; ``order`` lists the channels
     in the order the defense prunes them (stable sort, so ties keep channel order).
     """
-    _check_data("val", val)
+    val = _check_data("val", val)
     conv, _ = _check_conv(model, layer)
-    means = mean_activations(model, val.x, conv)
+    return _ranking(mean_activations(model, val.x, conv))
+
+
+def _ranking(means: Tensor) -> tuple[Tensor, Tensor]:
     return torch.argsort(means, stable=True), means
 
 
@@ -214,31 +306,50 @@ class Pruned:
         return len(self.pruned) / len(self.order)
 
 
-def prune_by_activation(model: nn.Module, val: Data, fraction: float | None = None,
+def prune_by_activation(model: nn.Module, val, fraction: float | None = None,
                         layer: str | None = None, max_drop: float = DEFAULT_MAX_DROP,
                         physical: bool = False) -> Pruned:
     """Prune a *copy* of ``model``: remove the ``fraction`` of conv ``layer``'s channels least
-    active on the clean validation set ``val``.
+    active on the clean validation set ``val`` (a :class:`~fplab.data.Data`, an ``(x, y)`` pair,
+    a ``DataLoader`` or a ``Dataset``: :func:`fplab.data.as_data`).
 
     ``fraction=None`` applies the stopping rule instead: prune as far as validation accuracy
-    stays within ``max_drop`` of the unpruned model's (:func:`stopping_point`). ``physical=True``
-    deletes the channels (:func:`shrink`) instead of masking them. The input model is untouched.
+    stays within ``max_drop`` of the unpruned model's (:func:`stopping_point`). The copy is
+    masked (:func:`set_channel_mask`) and the pruning written into its weights
+    (:func:`write_pruning`), so its ``state_dict`` stays pruned. ``physical=True`` deletes the
+    channels (:func:`shrink`) instead, or refuses where that would change the network. The input
+    model is untouched.
     """
-    _check_data("val", val)
-    conv, _ = _check_conv(model, layer)
+    val = _check_data("val", val)
+    site = _site(model, layer)
+    conv = site.conv
     if fraction is not None:
         check_range("fraction", fraction, 0.0, 1.0)
-    order, means = rank_channels(model, val, conv)
+    if max_drop is not None:
+        check_range("max_drop", max_drop, 0.0, 1.0)
+    if physical and site.traced:
+        _shrinkable(model, site)  # refuse before any work
     if fraction is None:
-        curve = val_accuracy_curve(model, val, conv, order)
+        tail = _Tail(model, site)
+        cached = tail.features(val.x)
+        order, means = _ranking(tail.means(cached))
+        curve = _accuracy_curve(tail, cached, val.y, order, max_drop)
         count = stopping_point(curve, max_drop)
     else:
+        order, means = rank_channels(model, val, conv)
         count = fraction_to_count(fraction, len(order))
     pruned = order[:count]
     if physical:
         out = shrink(model, pruned, conv)
+        masked = set_channel_mask(copy_model(model), pruned, conv)
+        probe = val.x[:8].to(model_device(model))
+        with torch.no_grad():
+            if not torch.allclose(out.eval()(probe), masked.eval()(probe), atol=1e-4, rtol=1e-4):
+                raise ValueError(f"physical=True: deleting channels of layer={conv!r} changed the "
+                                 "network's outputs (its channels reach the next layer in a way "
+                                 "fplab does not follow); use physical=False")
     else:
-        out = set_channel_mask(copy_model(model), pruned, conv)
+        out = write_pruning(set_channel_mask(copy_model(model), pruned, conv), pruned, conv)
     out.eval()
     return Pruned(out, conv, order, pruned, means)
 
@@ -258,39 +369,115 @@ def stopping_point(val_acc, max_drop: float = DEFAULT_MAX_DROP) -> int:
 
 # ----------------------------------------------------------------------------- curves
 
-class _Tail:
-    """The part of a sequential ConvNet after a channel layer, to re-run on cached activations."""
+def _split_point(gm: fx.GraphModule, site: fx.Node, model: nn.Module) -> fx.Node:
+    """The last node after ``site`` reached through per-channel ops that keep a zero channel zero
+    on 4-D tensors (ReLU, pooling, dropout): masking there equals masking at ``site`` (for 0 / 1
+    masks), and the cached tensors are smaller and each step's tail shorter."""
+    from ..graph import _is
+    modules = (nn.ReLU, nn.ReLU6, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+               nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d, nn.Identity)
+    functions = {torch.relu, nn.functional.relu, nn.functional.max_pool2d, nn.functional.avg_pool2d,
+                 nn.functional.adaptive_avg_pool2d, nn.functional.adaptive_max_pool2d}
+    node = site
+    while len(node.users) == 1:
+        user = next(iter(user for user in node.users))
+        if not _is(gm, user, modules, functions, {"relu", "relu_"}) or user.all_input_nodes != [node]:
+            break
+        if user.op == "call_module":
+            m = model.get_submodule(user.target)
+            if m._forward_hooks or m._forward_pre_hooks:
+                break
+        node = user
+    return node
 
-    def __init__(self, model: nn.Module, target: str):
-        self.model, self.target = model, target
-        self.fast = False
-        parent, _, child = target.rpartition(".")
-        container = model.get_submodule(parent) if parent else None
-        if (isinstance(container, nn.Sequential) and parent == "features"
-                and hasattr(model, "classifier")):
-            names = list(container._modules)
-            self.rest = nn.Sequential(*[container._modules[n] for n in names[names.index(child) + 1:]],
-                                      model.classifier)
-            self.fast = True
+
+def _split(gm: fx.GraphModule, site: fx.Node, cut: fx.Node) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """``(head, tail)`` of a traced model split after node ``cut``: ``head(x)`` returns
+    ``site``'s value then the values that cross the split (``cut``'s first), ``tail(*those)``
+    the model's output."""
+    nodes = list(gm.graph.nodes)
+    after = {cut}
+    for n in nodes[nodes.index(cut) + 1:]:
+        if any(a in after for a in n.all_input_nodes):
+            after.add(n)
+    after.discard(cut)
+    crossing = [cut] + [a for n in nodes if n in after for a in n.all_input_nodes
+                        if a not in after and a is not cut and a.op != "get_attr"]
+    crossing = list(dict.fromkeys(crossing))
+    tail_graph, env = fx.Graph(), {}
+    for n in crossing:
+        env[n] = tail_graph.placeholder(f"cached_{n.name}")
+    for n in nodes:
+        if n in after or (n.op == "get_attr" and any(u in after for u in n.users)):
+            env[n] = tail_graph.node_copy(n, lambda a: env[a])
+    head_graph, henv, needed = fx.Graph(), {}, set()
+    todo = [site] + crossing
+    while todo:
+        n = todo.pop()
+        if n not in needed:
+            needed.add(n)
+            todo.extend(n.all_input_nodes)
+    for n in nodes:
+        if n in needed:
+            henv[n] = head_graph.node_copy(n, lambda a: henv[a])
+    head_graph.output(tuple(henv[n] for n in [site] + crossing))
+    return fx.GraphModule(gm, head_graph), fx.GraphModule(gm, tail_graph)
+
+
+class _Tail:
+    """The network after the pruned point, re-run on cached values (the ``torch.fx`` split), or
+    the whole network with a mask hook per step when the model cannot be split."""
+
+    def __init__(self, model: nn.Module, site: Site):
+        self.model, self.site, self.target = model, site, site.module
+        self.device = model_device(model)
+        self.fast = site.graph is not None and not self._inlined_hooks()
+        if self.fast:
+            node = next(n for n in site.graph.graph.nodes if n.name == site.node)
+            self.head, self.rest = _split(site.graph, node, _split_point(site.graph, node, model))
+
+    def _inlined_hooks(self) -> bool:
+        """Whether a module fx inlines (not called as a leaf) has hooks the split would skip."""
+        leaves = {n.target for n in self.site.graph.graph.nodes if n.op == "call_module"}
+        return any((m._forward_hooks or m._forward_pre_hooks) and name not in leaves
+                   and name != self.target and name for name, m in self.model.named_modules())
 
     @torch.no_grad()
-    def features(self, x: Tensor, batch_size: int = 1000) -> Tensor | Tensor:
-        """The channel layer's output for ``x`` (cached once), or ``x`` itself in slow mode."""
+    def features(self, x: Tensor, batch_size: int = 1000) -> dict | Tensor:
+        """For ``x``, computed once on the model's device: the values crossing the split
+        (``"values"``) and each image's mean post-ReLU activation per channel (``"means"``); or
+        ``x`` itself without a split. Any mask already on the pruned point is left out."""
         if not self.fast:
             return x
         self.model.eval()
-        with recording(self.model, self.target) as outputs:
+        module = dict(self.model.named_modules())[self.target]
+        old = getattr(module, "fplab_channel_mask", None)
+        module.fplab_channel_mask = None
+        means, parts = [], []
+        try:
             for i in range(0, len(x), batch_size):
-                self.model(x[i:i + batch_size])
-        return torch.cat(outputs)
+                site, *values = self.head(x[i:i + batch_size].to(self.device))
+                means.append(torch.relu(site).mean(dim=(2, 3)).cpu())
+                parts.append(values)
+        finally:
+            module.fplab_channel_mask = old
+        return {"means": torch.cat(means), "values": [torch.cat(v) for v in zip(*parts)]}
+
+    @staticmethod
+    def means(cached) -> Tensor:
+        """Mean post-ReLU activation per channel (as :func:`~fplab.activations.mean_activations`)."""
+        return cached["means"].mean(0)
 
     @torch.no_grad()
-    def predict(self, cached: Tensor, mask: Tensor, batch_size: int = 2000) -> Tensor:
+    def predict(self, cached, mask: Tensor, batch_size: int = 2000) -> Tensor:
+        """Predicted labels (on the CPU) with the channels where ``mask`` is 0 pruned."""
         out = []
         if self.fast:
-            m = mask[None, :, None, None]
-            for i in range(0, len(cached), batch_size):
-                out.append(self.rest(cached[i:i + batch_size] * m).argmax(1))
+            site, *rest = cached["values"]
+            m = mask.to(site)[None, :, None, None]
+            for i in range(0, len(site), batch_size):
+                inputs = [site[i:i + batch_size] * m] + [r[i:i + batch_size] for r in rest]
+                out.append(self.rest(*inputs).argmax(1).cpu())
         else:  # any other architecture: mask hook and a full forward pass per step
             module = dict(self.model.named_modules())[self.target]
             old = getattr(module, "fplab_channel_mask", None)
@@ -300,29 +487,44 @@ class _Tail:
                 handle = module.register_forward_hook(_mask_hook)
             try:
                 for i in range(0, len(cached), batch_size):
-                    out.append(self.model(cached[i:i + batch_size]).argmax(1))
+                    out.append(self.model(cached[i:i + batch_size].to(self.device)).argmax(1).cpu())
             finally:
                 module.fplab_channel_mask = old
                 if handle is not None:
                     handle.remove()
         return torch.cat(out)
 
+    def accuracy(self, cached, labels: Tensor, mask: Tensor) -> float:
+        return (self.predict(cached, mask) == labels).float().mean().item()
 
-def val_accuracy_curve(model: nn.Module, val: Data, layer: str | None = None,
-                       order: Tensor | None = None) -> list[float]:
-    """Validation accuracy with ``k = 0..C`` channels pruned in ``order`` (default: the ranking)."""
-    _check_data("val", val)
-    conv, target = _check_conv(model, layer)
-    if order is None:
-        order, _ = rank_channels(model, val, conv)
-    tail = _Tail(model, target)
-    cached = tail.features(val.x)
+
+def _accuracy_curve(tail: _Tail, cached, labels: Tensor, order: Tensor,
+                    max_drop: float | None = None) -> list[float]:
+    """Accuracy with ``k = 0, 1, ...`` channels pruned in ``order``; with ``max_drop``, stops at
+    the first step more than ``max_drop`` below the unpruned accuracy (all the rule needs)."""
     mask = torch.ones(len(order))
-    accs = [(tail.predict(cached, mask) == val.y).float().mean().item()]
+    accs = [tail.accuracy(cached, labels, mask)]
     for c in order.tolist():
         mask[c] = 0.0
-        accs.append((tail.predict(cached, mask) == val.y).float().mean().item())
+        accs.append(tail.accuracy(cached, labels, mask))
+        if max_drop is not None and accs[-1] < accs[0] - max_drop - 1e-9:
+            break
     return accs
+
+
+def val_accuracy_curve(model: nn.Module, val, layer: str | None = None,
+                       order: Tensor | None = None, max_drop: float | None = None) -> list[float]:
+    """Validation accuracy with ``k = 0..C`` channels pruned in ``order`` (default: the ranking).
+
+    With ``max_drop`` the curve ends at the first step that breaks the stopping rule
+    (:func:`stopping_point` gives the same answer on it)."""
+    val = _check_data("val", val)
+    site = _site(model, layer)
+    tail = _Tail(model, site)
+    cached = tail.features(val.x)
+    if order is None:
+        order = (_ranking(tail.means(cached)) if tail.fast else rank_channels(model, val, site.conv))[0]
+    return _accuracy_curve(tail, cached, val.y, order, max_drop)
 
 
 @dataclass
@@ -360,8 +562,8 @@ def _asr_setup(attack: Attack, data: Data, num_classes: int):
     return trig.apply(x), backdoor_labels(y, mode, attack.target, num_classes)
 
 
-def pruning_curve(model: nn.Module, val: Data, test: Data, attack: Attack | None,
-                  num_classes: int, layer: str | None = None, asr_data: Data | None = None,
+def pruning_curve(model: nn.Module, val, test, attack: Attack | None,
+                  num_classes: int, layer: str | None = None, asr_data=None,
                   max_drop: float = DEFAULT_MAX_DROP, progress: bool = True) -> PruningCurve:
     """Validation accuracy, clean test accuracy and attack success after each of the ``C + 1``
     steps of the pruning defense (0, 1, ..., C channels of conv ``layer`` removed).
@@ -369,28 +571,27 @@ def pruning_curve(model: nn.Module, val: Data, test: Data, attack: Attack | None
     Channels are ranked on ``val``; success is measured on triggered ``asr_data`` (default
     ``test``) exactly as :func:`fplab.metrics.attack_success_rate` does (untargeted:
     ``1 - A_backdoor / A_clean``, with ``A_clean`` on the same images). Each image set goes
-    through the network's head once; each step re-runs only the layers after the channel layer.
+    through the network's head once; each step re-runs only the layers after the pruned point.
     """
-    _check_data("val", val)
-    _check_data("test", test)
+    val, test = _check_data("val", val), _check_data("test", test)
     start = time.perf_counter()
-    conv, target = _check_conv(model, layer)
-    order, means = rank_channels(model, val, conv)
-    tail = _Tail(model, target)
+    site = _site(model, layer)
+    tail = _Tail(model, site)
     sets = {"val": (tail.features(val.x), val.y), "test": (tail.features(test.x), test.y)}
+    order, means = (_ranking(tail.means(sets["val"][0])) if tail.fast
+                    else rank_channels(model, val, site.conv))
     if attack is not None:
-        asr_data = asr_data if asr_data is not None else test
-        _check_data("asr_data", asr_data)
+        asr_data = _check_data("asr_data", asr_data if asr_data is not None else test)
         xb, yb = _asr_setup(attack, asr_data, num_classes)
         sets["bd"] = (tail.features(xb), yb)
         if attack.mode == "untargeted":
             sets["bd_clean"] = (tail.features(asr_data.x), asr_data.y)
     mask = torch.ones(len(order))
     rows = []
-    for k in tqdm(range(len(order) + 1), desc="pruning curve", disable=not progress, leave=False):
+    for k in progress_bar(range(len(order) + 1), desc="pruning curve", progress=progress):
         if k:
             mask[order[k - 1]] = 0.0
-        acc = {name: (tail.predict(c, mask) == y).float().mean().item() for name, (c, y) in sets.items()}
+        acc = {name: tail.accuracy(c, y, mask) for name, (c, y) in sets.items()}
         asr = None
         if attack is not None:
             if attack.mode == "untargeted":
@@ -402,33 +603,4 @@ def pruning_curve(model: nn.Module, val: Data, test: Data, attack: Attack | None
                      "clean_acc": acc["test"], "asr": asr})
     table = pd.DataFrame(rows)
     stop = stopping_point(table["val_acc"], max_drop)
-    return PruningCurve(table, order, means, conv, stop, max_drop, time.perf_counter() - start)
-
-
-# ----------------------------------------------------------------------------- benchmark
-
-def benchmark_pruning_curve(profile: str = "fast") -> dict:
-    """Seconds for the whole pruning curve (every channel of the last conv layer) of one model.
-
-    The traffic-sign network (``traffic_cnn_bn``, 64 channels) on the GTSRB validation (ranking)
-    and test sets (clean and triggered); the zoo's baseline model when it is cached, else a
-    freshly initialised one of the same architecture (the timing does not depend on the weights).
-    """
-    from .. import casestudies, zoo
-    from ..models import build_model
-
-    case = casestudies.case_study("traffic", profile)
-    recipe = case.baseline_recipe()
-    splits = recipe.splits()
-    if (zoo.entry_dir(recipe) / "manifest.json").exists():
-        model, source = zoo.load(recipe).model, "zoo baseline model"
-    else:
-        model, source = build_model(recipe.model, splits.shape, splits.num_classes, seed=0), "untrained"
-        model.eval()
-    start = time.perf_counter()
-    curve = case.pruning_curve(model, splits, progress=False)
-    seconds = time.perf_counter() - start
-    return {"benchmark": "pruning curve (whole last conv layer)", "model": recipe.model,
-            "weights": source, "channels": len(curve.order), "steps": len(curve.table),
-            "val_images": len(splits.val), "test_images": len(splits.test),
-            "seconds": round(seconds, 2), "limit_seconds": 15}
+    return PruningCurve(table, order, means, site.conv, stop, max_drop, time.perf_counter() - start)

@@ -9,8 +9,8 @@ from matplotlib.patches import Patch
 import pandas as pd
 import torch
 
-from .activations import dormant_channels, dormant_fraction, trigger_share
-from .defenses.pruning import PruningCurve, fraction_to_count
+from ..activations import dormant_channels, dormant_fraction, trigger_share
+from ..defenses.pruning import PruningCurve, fraction_to_count
 
 
 def plot_activations(clean, triggered, pruned=(), ax=None, title="Mean activation per channel"):
@@ -55,8 +55,8 @@ def plot_curve(curve: PruningCurve, ax=None, title="Pruning defense", paper_note
 
 def plot_curves(curves: dict, suptitle: str):
     """One :func:`plot_curve` panel per case study (``{title: curve}``)."""
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8))
-    for ax, (title, curve) in zip(np.atleast_1d(axes), curves.items()):
+    fig, axes = plt.subplots(len(curves), 1, figsize=(7, 3.3 * len(curves)), squeeze=False)
+    for ax, (title, curve) in zip(axes[:, 0], curves.items()):
         plot_curve(curve, ax, title)
     fig.suptitle(suptitle)
     fig.tight_layout()
@@ -70,6 +70,7 @@ def curve_summary(curves: dict, thresholds=(0.2,)) -> pd.DataFrame:
     for name, c in curves.items():
         t, s = c.table, c.stop_row
         row = {"case": name, "clean %": 100 * t.clean_acc[0], "success %": 100 * t.asr[0],
+               "dormant %": 100 * dormant_fraction(c.means),
                "stop: pruned %": 100 * s.fraction, "stop: clean %": 100 * s.clean_acc,
                "stop: success %": 100 * s.asr}
         for th in thresholds:
@@ -123,3 +124,71 @@ def pruning_explorer(curve: PruningCurve, clean_means, triggered_means, title=""
                                  readout_format=".2f", continuous_update=True)
     widgets.interactive_output(show, {"fraction": slider})
     return widgets.VBox([slider, out])
+
+
+def pruning_frames(curve: PruningCurve, clean_means, triggered_means, title="",
+                   fractions=tuple(i / 10 for i in range(11))):
+    """The kernel-free version of :func:`pruning_explorer`, for the static site as for Jupyter:
+    one frame per fraction pruned (every frame read from the precomputed ``curve``; nothing is
+    recomputed), shown with a slider. Top: the activations with the pruned channels in grey;
+    bottom: the pruning curve with the chosen fraction marked."""
+    from ..plots import slider_explorer
+    table = curve.table
+
+    def draw(fig, fraction):
+        k = fraction_to_count(fraction, len(curve.order))
+        row = table.iloc[k]
+        top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
+        plot_activations(clean_means, triggered_means, curve.order[:k].tolist(), top,
+                         f"{title}: {k} of {len(curve.order)} channels pruned")
+        bottom.plot(100 * table.fraction, 100 * table.clean_acc, color="tab:blue",
+                    label=f"clean accuracy: {100 * row.clean_acc:.1f}%")
+        bottom.plot(100 * table.fraction, 100 * table.asr, color="tab:red",
+                    label=f"attack success: {100 * row.asr:.1f}%")
+        bottom.axvline(100 * row.fraction, color="black", lw=1)
+        bottom.set(xlabel="channels pruned (%)", ylabel="%", ylim=(-3, 103))
+        bottom.legend(fontsize=8, loc="lower left")
+
+    return slider_explorer(draw, [round(f, 2) for f in fractions], "fraction pruned",
+                           figsize=(7, 5.5))
+
+
+#: The map of when pruning works (issue 8): last-conv widths x training epochs, per profile.
+CAPACITY_GRID = {"fast": {"widths": (16, 64, 256), "epochs": (1, 3, 9),
+                          "sizes": {"train": 4000, "val": 1000, "test": 2000}},
+                 "full": {"widths": (16, 32, 64, 128, 256), "epochs": (2, 8, 32), "sizes": None}}
+
+
+def capacity_recipe(profile: str = "fast", seed: int = 0):
+    """The backdoored MNIST recipe whose widths x epochs the map varies (chapter 1's BadNet on
+    :data:`CAPACITY_GRID`'s subset sizes)."""
+    from dataclasses import replace
+    from ..attacks import badnets
+    recipe = badnets.mnist_recipe(badnets.mnist_attack(), profile, seed)
+    sizes = CAPACITY_GRID[profile]["sizes"]
+    return replace(recipe, sizes=sizes) if sizes else recipe
+
+
+def plot_capacity_map(table: pd.DataFrame, title="When pruning works: MNIST BadNet"):
+    """Two heatmaps (one per row, 784 px wide): attack success at the stopping rule, and the
+    dormant fraction of the last conv layer, per width (rows) and epochs (columns)."""
+    fig, axes = plt.subplots(2, 1, figsize=(6.5, 7))
+    for ax, (column, label, cmap) in zip(axes, (
+            ("stop_asr", "attack success at the stopping rule", "Reds"),
+            ("dormant", "dormant channels (mean clean act. < 1% of max)", "Blues"))):
+        grid = table.pivot(index="width", columns="epochs", values=column)
+        image = ax.imshow(100 * grid.values, cmap=cmap, vmin=0, vmax=100, aspect="auto")
+        ax.set_xticks(range(len(grid.columns)), grid.columns)
+        ax.set_yticks(range(len(grid.index)), grid.index)
+        ax.set_xlabel("training epochs")
+        ax.set_ylabel("last-conv channels")
+        ax.set_title(label, fontsize=11)
+        for i in range(grid.shape[0]):
+            for j in range(grid.shape[1]):
+                v = 100 * grid.values[i, j]
+                ax.text(j, i, f"{v:.1f}%", ha="center", va="center", fontsize=10,
+                        color="white" if v > 60 else "black")
+        fig.colorbar(image, ax=ax, label="%")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

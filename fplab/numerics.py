@@ -1,0 +1,50 @@
+"""Portable CPU numerics: the same trained weights on any x86-64 machine (``FPLAB_PORTABLE=1``).
+
+Torch's CPU kernels are chosen for the processor they run on: ATen's vectorised kernels by its
+instruction set (AVX2 or AVX-512), oneDNN's convolutions by instruction set and cache sizes,
+MKL's matrix products by processor. Each choice sums in a different order, so the same seed
+trains different weights on two machines (measured here: the speech BadNet's clean accuracy /
+attack success 98.3 / 89.0% on one machine, 97.3 / 84.7% on another), and the committed
+notebook outputs that nbval compares would only hold on the machine that wrote them.
+
+With the variables of :data:`PORTABLE_ENV` set before Python starts (the Makefile's ``make
+test`` and ``make refresh`` do it), ATen uses its AVX2 kernels everywhere, MKL its
+conditional-numerical-reproducibility AVX2 branch (``MKL_CBWR``; Intel documents it for Intel
+CPUs, other CPUs get MKL's fixed AUTO branch), and fplab switches oneDNN off on import, so
+convolutions run through ATen and MKL. Slower (about 1.4x on a small CNN here), so
+it is for the test suite and the committed outputs; a student's run does not need it.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: The environment of a portable run (set before torch is imported: ATen and MKL read it once).
+PORTABLE_ENV = {"FPLAB_PORTABLE": "1", "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2"}
+
+
+def portable_requested() -> bool:
+    return os.environ.get("FPLAB_PORTABLE", "") == "1"
+
+
+def apply() -> None:
+    """Switch oneDNN off when ``FPLAB_PORTABLE=1``; refuse a half-portable environment."""
+    if not portable_requested():
+        return
+    missing = {k: v for k, v in PORTABLE_ENV.items() if os.environ.get(k) != v}
+    if missing:
+        settings = " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items())
+        raise RuntimeError(f"FPLAB_PORTABLE=1 needs {settings} in the environment before Python "
+                           f"starts (missing or different: {sorted(missing)})")
+    import torch
+    torch.backends.mkldnn.enabled = False
+
+
+def context() -> dict:
+    """What of the numerics setting changes trained weights (part of every cache key)."""
+    import torch
+    out = {"cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+           "onednn": bool(torch.backends.mkldnn.enabled)}
+    if os.environ.get("MKL_CBWR"):
+        out["mkl_cbwr"] = os.environ["MKL_CBWR"]
+    return out

@@ -1,0 +1,86 @@
+"""Shipped weights (issue 8): installed into the cache only when every file matches its SHA-256,
+and (marked ``retrain``) the cheapest shipped model retrains from its recipe to the same clean
+accuracy and attack success within 1 point."""
+
+import json
+import shutil
+
+import pytest
+
+from fplab import zoo
+from fplab.errors import IntegrityError
+
+
+def _fake_shipped(tmp_path, monkeypatch, synthetic_recipe):
+    """Train a tiny recipe into a scratch cache and ship it from a scratch weights folder."""
+    from fplab.store import sha256_file
+    entry = zoo.load(synthetic_recipe)
+    shipped = tmp_path / "weights"
+    (shipped / synthetic_recipe.recipe_hash()).mkdir(parents=True)
+    files = {}
+    for path in entry.path.parent.iterdir():
+        shutil.copyfile(path, shipped / synthetic_recipe.recipe_hash() / path.name)
+        files[path.name] = sha256_file(path)
+    (shipped / "SHA256SUMS.json").write_text(json.dumps({synthetic_recipe.recipe_hash(): {"files": files}}))
+    monkeypatch.setattr(zoo, "SHIPPED_DIR", shipped)
+    monkeypatch.setattr(zoo, "SHIPPED_MANIFEST", shipped / "SHA256SUMS.json")
+    shutil.rmtree(entry.path.parent)
+    return shipped, entry
+
+
+RECIPE = zoo.Recipe("synthetic", "mnist_cnn", None, {"epochs": 1, "lr": 1e-2, "batch_size": 64})
+
+
+def test_load_installs_a_shipped_entry_instead_of_training(cache, tmp_path, monkeypatch):
+    _, first = _fake_shipped(tmp_path, monkeypatch, RECIPE)
+    again = zoo.load(RECIPE)
+    assert not again.trained_now and again.sha256 == first.sha256
+
+
+def test_a_tampered_shipped_file_is_refused(cache, tmp_path, monkeypatch):
+    shipped, _ = _fake_shipped(tmp_path, monkeypatch, RECIPE)
+    model = shipped / RECIPE.recipe_hash() / "model.pt"
+    data = model.read_bytes()  # flip the last byte (a zip file often ends in a zero byte)
+    model.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    with pytest.raises(IntegrityError):
+        zoo.load(RECIPE)
+    folder = zoo.entry_dir(RECIPE)
+    assert not folder.exists() or not (folder / "manifest.json").exists()
+
+
+def test_shipped_manifest_lists_existing_files():
+    for key, entry in zoo.shipped_entries().items():
+        for name in entry["files"]:
+            assert (zoo.SHIPPED_DIR / key / name).exists(), (key, name)
+    files = zoo.SHIPPED_DIR.rglob("*") if zoo.SHIPPED_DIR.exists() else []
+    total = sum(p.stat().st_size for p in files if p.is_file())
+    assert total < 25 * 2**20  # 24 small networks; the repository stays a quick clone
+
+
+@pytest.mark.retrain
+def test_cheapest_shipped_model_retrains_to_the_same_numbers(cache):
+    from fplab.cli import retrain_shipped
+    from types import SimpleNamespace
+    entries = zoo.shipped_entries()
+    if not entries:
+        pytest.skip("no shipped weights")
+    cheapest = next(k for k, e in entries.items() if e["kind"] == "baseline")
+    assert retrain_shipped(SimpleNamespace(only=[cheapest]))
+
+
+def test_the_shipped_capacity_map_is_used_verified_and_refused_when_tampered(monkeypatch):
+    """Chapter 2's fast map ships (nine networks to train otherwise): it loads without training,
+    and a changed byte is refused."""
+    from fplab import capacity
+    from fplab.chapters.ch02_pruning import CAPACITY_GRID, capacity_recipe
+    grid = CAPACITY_GRID["fast"]
+    recipe = capacity_recipe("fast")
+    monkeypatch.setattr(zoo, "load", lambda *a, **k: pytest.fail("the map must not train"))
+    table = capacity.capacity_map(recipe, grid["widths"], grid["epochs"], progress=False)
+    assert len(table) == 9 and set(table["width"]) == set(grid["widths"])
+    key = capacity.map_key(recipe, grid["widths"], grid["epochs"])
+    entry = dict(zoo.shipped_entries()[key])
+    monkeypatch.setattr(zoo, "shipped_entries",
+                        lambda: {key: {**entry, "files": {capacity.MAP_FILE: "0" * 64}}})
+    with pytest.raises(IntegrityError):
+        capacity.capacity_map(recipe, grid["widths"], grid["epochs"], progress=False)
