@@ -9,6 +9,8 @@
 ``benchmark``      per notebook: wall time and peak memory, cold and warm zoo cache;
                    then the chapters' own micro-benchmarks
 ``sha256 FILE``    print a file's SHA-256 (to compare with a model zoo's published hash)
+``ship-weights``   maintainers: the shipped case-study models (``fplab/weights``)
+``ship-results``   maintainers: the shipped computed results (``fplab/results``)
 =================  ==================================================================
 """
 
@@ -253,6 +255,45 @@ def _recompute_shipped_maps(only) -> bool:
     return ok
 
 
+def ship_results(args) -> None:
+    """Maintainers: replace ``fplab/results`` with a snapshot of the cache (see
+    :data:`fplab.store.SHIPPED_RESULTS`): every file but the datasets and the zoo entries that
+    ``fplab/weights`` already ships, with its SHA-256. Run it on a cache that a single-threaded
+    fast-profile run of every notebook has just filled from empty (``make ship-results`` does
+    both), so that exactly what ``make test`` computes ships. Prints how many files are the same
+    as in the previous snapshot, bit for bit (a re-computation's check), changed, new or gone."""
+    import json
+    from . import zoo
+    from .paths import cache_dir
+    from .store import RESULTS_MANIFEST, SHIPPED_RESULTS, atomic_write_json, copy_verified
+    cache = cache_dir()
+    curated = {e["files"].get("manifest.json") for e in zoo.shipped_entries().values()}
+    files = []
+    for path in sorted(p for p in cache.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        rel = path.relative_to(cache)
+        if rel.parts[0] == "datasets":
+            continue
+        if rel.parts[0] == "zoo":
+            record = cache / "zoo" / rel.parts[1] / "manifest.json"
+            if not record.exists() or sha256_file(record) in curated:
+                continue
+        files.append((path, SHIPPED_RESULTS / rel, sha256_file(path)))
+    if not files:
+        raise SystemExit(f"ship-results: nothing computed in {cache}")
+    old = json.loads(RESULTS_MANIFEST.read_text()) if RESULTS_MANIFEST.exists() else {}
+    if SHIPPED_RESULTS.exists():
+        shutil.rmtree(SHIPPED_RESULTS)
+    copy_verified(files)
+    manifest = {target.relative_to(SHIPPED_RESULTS).as_posix(): digest for _, target, digest in files}
+    atomic_write_json(manifest, RESULTS_MANIFEST)
+    same = sum(old.get(n) == d for n, d in manifest.items())
+    changed = sum(n in old and old[n] != d for n, d in manifest.items())
+    size = sum(p.stat().st_size for _, p, _ in files)
+    print(f"shipped {len(manifest)} files from {cache} ({size / 2**20:.1f} MiB): {same} the same "
+          f"as before, {changed} changed, {len(set(manifest) - set(old))} new, "
+          f"{len(set(old) - set(manifest))} gone")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fplab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -281,6 +322,8 @@ def main(argv: list[str] | None = None) -> None:
                    "fplab/weights (with their SHA-256 manifest)")
     p.add_argument("--only", nargs="*", help="labels, keys or 'capacity': ship just these, keep "
                    "the rest, e.g. ch07/ANP-aware")
+    sub.add_parser("ship-results", help="maintainers: copy the computed results in the cache "
+                   "(ANP masks, fine-tuned weights) into fplab/results (with their SHA-256)")
     p = sub.add_parser("retrain-shipped", help="retrain every shipped model from its recipe and "
                        "check it reaches the same clean accuracy and attack success (1 point)")
     p.add_argument("--only", nargs="*", help="keys or case/kind names, e.g. speech/clean")
@@ -301,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         benchmark(args)
     elif args.command == "ship-weights":
         ship_weights(args)
+    elif args.command == "ship-results":
+        ship_results(args)
     elif args.command == "retrain-shipped":
         raise SystemExit(0 if retrain_shipped(args) else 1)
     elif args.command == "sha256":

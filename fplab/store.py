@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 
 from . import numerics
 from .errors import IntegrityError
+from .paths import cache_dir
 
 _CHUNK = 1 << 20
 
@@ -120,12 +122,15 @@ def fingerprint(*parts, device=None) -> str:
 
 def load_result(folder: str | os.PathLike, key: str):
     """``(object, record)`` stored by :func:`save_result` under ``key``, SHA-256 verified and
-    loaded weights-only; ``None`` when there is none. :class:`IntegrityError` (never a silent
-    recomputation over it) for a ``.pt`` without its ``.json``, a corrupt ``.json``, or a file
-    that does not match it."""
+    loaded weights-only; ``None`` when there is none (neither in the cache nor shipped, see
+    :func:`install_shipped_result`). :class:`IntegrityError` (never a silent recomputation over
+    it) for a ``.pt`` without its ``.json``, a corrupt ``.json``, or a file that does not match
+    it."""
     folder = Path(folder)
     manifest, blob = folder / f"{key}.json", folder / f"{key}.pt"
     fix = f"delete {blob} and {manifest} to compute the result again"
+    if not manifest.exists() and not blob.exists():
+        install_shipped_result(folder, key)
     if not manifest.exists():
         if blob.exists():
             raise IntegrityError(f"{blob} has no record {manifest.name} (an interrupted or foreign "
@@ -148,3 +153,73 @@ def save_result(folder: str | os.PathLike, key: str, obj, record: dict | None = 
     folder = Path(folder)
     digest = atomic_save(obj, folder / f"{key}.pt")
     atomic_write_json({**(record or {}), "sha256": digest}, folder / f"{key}.json")
+
+
+# ----------------------------------------------------------------------------- shipped results
+
+#: Computed results shipped with the package: a snapshot of the cache that a single-threaded
+#: fast-profile run of every notebook fills from empty (its models, ANP masks, fine-tuned
+#: weights, chapter 6's attack runs; not the datasets, not the models of ``fplab/weights``),
+#: taken by ``make ship-results``. ``SHIPPED_RESULTS`` mirrors the cache's layout and
+#: ``RESULTS_MANIFEST`` lists every file (its path in the cache) with its SHA-256. Every entry is
+#: named by the hash of all its inputs and of the compute context (a zoo key, a
+#: :func:`fingerprint`), so a shipped result only ever stands for the computation that produced
+#: it: any change of model, data, arguments, torch version or thread count misses it and
+#: computes anew. ``FPLAB_NO_SHIPPED=1`` switches shipped models and results off (compute
+#: everything), ``FPLAB_NO_SHIPPED_RESULTS=1`` the results alone (``make ship-results``).
+SHIPPED_RESULTS = Path(__file__).parent / "results"
+RESULTS_MANIFEST = SHIPPED_RESULTS / "SHA256SUMS.json"
+RESULT_SUFFIXES = (".pt", ".json")  # the record last: an interrupted copy is never a hit
+
+
+def shipped_results() -> dict:
+    """``{path in the cache: sha256}`` of every shipped file (empty when none)."""
+    if not RESULTS_MANIFEST.exists() or os.environ.get("FPLAB_NO_SHIPPED") \
+            or os.environ.get("FPLAB_NO_SHIPPED_RESULTS"):
+        return {}
+    return json.loads(RESULTS_MANIFEST.read_text())
+
+
+def copy_verified(files: list[tuple[Path, Path, str]]) -> None:
+    """Copy each ``(source, target, sha256)`` in order, each written atomically, after checking
+    every source against its SHA-256 (:class:`IntegrityError` and nothing copied otherwise)."""
+    for source, _, digest in files:
+        verify_sha256(source, digest)
+    for source, target, _ in files:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+
+
+def install_shipped_files(paths: list[Path], last: str) -> bool:
+    """Copy the shipped files of one cache entry (``paths``: where they belong in the cache) into
+    the cache, verified, the one named ``last`` (its record) last; ``True`` when the entry is
+    shipped and installed, ``False`` (nothing copied) when any of them is not shipped."""
+    manifest, cache = shipped_results(), cache_dir().resolve()
+    try:
+        names = [Path(p).resolve().relative_to(cache).as_posix() for p in paths]
+    except ValueError:  # a folder outside the cache
+        return False
+    if not names or any(n not in manifest for n in names):
+        return False
+    order = sorted(zip(names, paths), key=lambda item: Path(item[0]).name == last)
+    copy_verified([(SHIPPED_RESULTS / n, Path(p), manifest[n]) for n, p in order])
+    return True
+
+
+def shipped_entry_files(folder: Path) -> list[Path]:
+    """Where the shipped files of the cache folder ``folder`` (a zoo entry) belong."""
+    cache = cache_dir().resolve()
+    try:
+        prefix = Path(folder).resolve().relative_to(cache).as_posix() + "/"
+    except ValueError:
+        return []
+    return [Path(folder) / n[len(prefix):] for n in shipped_results() if n.startswith(prefix)]
+
+
+def install_shipped_result(folder: str | os.PathLike, key: str) -> bool:
+    """Copy the shipped result ``key`` of cache folder ``folder`` (if there is one) into the
+    cache, verified; ``True`` when installed."""
+    return install_shipped_files([Path(folder) / f"{key}{s}" for s in RESULT_SUFFIXES],
+                                 last=f"{key}.json")

@@ -39,8 +39,8 @@ from .errors import IntegrityError, check_choice
 from .models import build_model
 from .paths import cache_dir
 from .poison import Attack, poison
-from .store import (atomic_save, atomic_write_json, compute_context, sha256_file, verified_load,
-                    verify_sha256)
+from .store import (atomic_save, atomic_write_json, compute_context, install_shipped_files,
+                    sha256_file, shipped_entry_files, verified_load, verify_sha256)
 from .train import default_device, preserved_rng, seed_everything, train
 
 
@@ -163,20 +163,14 @@ def install_shipped(recipe: Recipe, cache=None) -> bool:
     against :data:`SHIPPED_MANIFEST` first; ``True`` when installed. A file that does not match
     raises :class:`~fplab.errors.IntegrityError` and nothing is copied."""
     import os
-    import shutil
-    from .store import verify_sha256
+    from .store import copy_verified
     entry = shipped_entries().get(recipe.recipe_hash())
     if entry is None or os.environ.get("FPLAB_NO_SHIPPED"):
         return False
-    source = SHIPPED_DIR / recipe.recipe_hash()
-    for name, digest in entry["files"].items():
-        verify_sha256(source / name, digest)
-    folder = entry_dir(recipe, cache)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in sorted(entry["files"], key=lambda n: n == "manifest.json"):  # manifest last
-        shutil.copyfile(source / name, folder / f".{name}.tmp")
-        os.replace(folder / f".{name}.tmp", folder / name)
-    return True
+    source, folder = SHIPPED_DIR / recipe.recipe_hash(), entry_dir(recipe, cache)
+    copy_verified([(source / name, folder / name, entry["files"][name])
+                   for name in sorted(entry["files"], key=lambda n: n == "manifest.json")])
+    return True  # (manifest last: an interrupted copy is never a hit)
 
 
 _BUILDING: list[tuple[str, Path]] = []
@@ -247,7 +241,8 @@ def _load(recipe: Recipe, root, cache, splits: Splits | None, device) -> ZooMode
     device = torch.device(device) if device is not None else default_device()
     folder = entry_dir(recipe, cache)
     manifest = _manifest(folder)
-    if manifest is None and install_shipped(recipe, cache):
+    if manifest is None and (install_shipped(recipe, cache) or install_shipped_files(
+            shipped_entry_files(folder), last="manifest.json")):
         manifest = _manifest(folder)
     if manifest is not None:
         state = verified_load(folder / "model.pt", manifest["sha256"])
