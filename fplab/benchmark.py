@@ -1,7 +1,10 @@
 """``python -m fplab benchmark``: what the course costs, printed, never asserted in tests.
 
-- :func:`benchmark` runs every notebook twice in a fresh process (cold: an empty cache; warm: the
-  same cache again) and prints wall time and the kernel's peak memory;
+- :func:`benchmark` runs every notebook three times, each in a fresh process (cold: an empty
+  cache, everything computed but the models of ``fplab/weights``; warm: the same cache again;
+  first run: an empty cache with the shipped results of ``fplab/results``, what ``make test``
+  and a newcomer's single-threaded ``make book`` meet) and prints wall time and the kernel's
+  peak memory;
 - :func:`micro_benchmarks` times the chapters' hot loops: the whole pruning curve of a case study
   (chapter 2) and ANP's mask optimisation against :func:`reference_anp_masks`, a plain
   re-implementation of the original loop, on the same model, batch and thread count (chapter 5).
@@ -45,7 +48,8 @@ def measure_child(path: str, parameters: str) -> None:
 
 
 def benchmark(args) -> None:
-    """Per notebook, cold (empty cache) then warm (same cache) wall time and peak memory."""
+    """Per notebook, cold (empty cache, results computed), warm (same cache) and first run (empty
+    cache, shipped results) wall time and peak memory."""
     import pandas as pd
     params = json.dumps({"profile": args.profile, "seed": args.seed})
     rows = []
@@ -54,8 +58,10 @@ def benchmark(args) -> None:
         for path in notebook_paths(args.only):
             # a fresh, empty cache per notebook (cold), then the same cache again (warm)
             cache = shared if args.shared_cache else tempfile.mkdtemp(prefix="fplab-bench-")
-            env = dict(os.environ, FPLAB_CACHE=cache)
-            for state in ("cold", "warm"):
+            first = tempfile.mkdtemp(prefix="fplab-bench-")
+            for state, folder, extra in (("cold", cache, {"FPLAB_NO_SHIPPED_RESULTS": "1"}),
+                                         ("warm", cache, {}), ("first run", first, {})):
+                env = dict(os.environ, FPLAB_CACHE=folder, **extra)
                 child = subprocess.run(
                     [sys.executable, "-m", "fplab", "_measure", str(path), params], env=env,
                     capture_output=True, text=True, check=True)
@@ -64,6 +70,7 @@ def benchmark(args) -> None:
                              "wall time (s)": round(figures["seconds"], 1),
                              "peak RSS (GiB)": round(figures["peak_rss_gib"], 2)})
                 print(rows[-1], flush=True)
+            shutil.rmtree(first, ignore_errors=True)
             if cache != shared:
                 shutil.rmtree(cache, ignore_errors=True)
     finally:

