@@ -169,7 +169,7 @@ def save_result(folder: str | os.PathLike, key: str, obj, record: dict | None = 
 #: everything), ``FPLAB_NO_SHIPPED_RESULTS=1`` the results alone (``make ship-results``).
 SHIPPED_RESULTS = Path(__file__).parent / "results"
 RESULTS_MANIFEST = SHIPPED_RESULTS / "SHA256SUMS.json"
-RESULT_SUFFIXES = (".pt", ".json")  # the record last: an interrupted copy is never a hit
+RESULT_SUFFIXES = (".pt", ".json")  # a result's two files (install_shipped_files copies the .json last)
 
 
 def shipped_results() -> dict:
