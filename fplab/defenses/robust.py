@@ -238,19 +238,17 @@ def kwta_model(model: nn.Module, ratio: float = 0.1) -> nn.Module:
 
 @zoo.register_trainer("kwta")
 def train_kwta(recipe: zoo.Recipe, splits: Splits) -> nn.Module:
-    """``recipe.model`` with k-WTA activations (``recipe.extra["ratio"]``), trained normally (or
+    """``recipe.model`` with k-WTA activations (``recipe.extra["ratio"]``), trained normally, or
     adversarially when ``recipe.extra["adversarial"]`` holds :func:`adversarial_training`'s
-    arguments, and from the clean ReLU network's weights when it also holds ``init``, that
-    network's training hyper-parameters); returned with ReLUs: apply :func:`kwta_model`."""
-    seed_everything(recipe.seed)
-    plain = build_model(recipe.model, splits.shape, splits.num_classes, seed=recipe.seed)
+    arguments and :func:`train_adversarial`'s ``init`` / ``val_images`` (Xiao et al. train k-WTA
+    with the same adversarial training as the ReLU baseline); returned with ReLUs: apply
+    :func:`kwta_model`."""
     adversarial = dict(recipe.extra.get("adversarial") or {})
-    init = adversarial.pop("init", None)
-    if init is not None:  # start from the clean ReLU network's weights
-        plain.load_state_dict(zoo.load(recipe.clean(init), splits=splits).model.state_dict())
+    plain, val = _starting_point(recipe, splits, adversarial)
     model = kwta_model(plain, recipe.extra["ratio"]).to(default_device())
     if adversarial:
-        adversarial_training(model, splits.train, seed=recipe.seed, **recipe.train, **adversarial)
+        adversarial_training(model, splits.train, seed=recipe.seed, val=val, **recipe.train,
+                             **adversarial)
     else:
         train(model, splits.train, seed=recipe.seed, desc="training with k-WTA", **recipe.train)
     plain.load_state_dict(model.state_dict())
@@ -337,6 +335,20 @@ def adversarial_training(model: nn.Module, data: Data, eps: float, method: str =
     return losses
 
 
+def _starting_point(recipe: zoo.Recipe, splits: Splits, extra: dict):
+    """``(model, val)`` for an adversarial trainer; pops ``init`` and ``val_images`` from
+    ``extra``: the clean model of ``recipe.clean(init)`` (from the zoo) or fresh weights, and the
+    first ``val_images`` validation images (None for none)."""
+    init, n_val = extra.pop("init", None), extra.pop("val_images", 0)
+    seed_everything(recipe.seed)
+    if init is not None:
+        model = copy.deepcopy(zoo.load(recipe.clean(init), splits=splits).model)
+    else:
+        model = build_model(recipe.model, splits.shape, splits.num_classes, seed=recipe.seed)
+    val = Data(splits.val.x[:n_val], splits.val.y[:n_val]) if n_val else None
+    return model.to(default_device()), val
+
+
 @zoo.register_trainer("adversarial")
 def train_adversarial(recipe: zoo.Recipe, splits: Splits) -> nn.Module:
     """``recipe.model`` trained by :func:`adversarial_training` with ``recipe.train`` (epochs, lr,
@@ -345,14 +357,7 @@ def train_adversarial(recipe: zoo.Recipe, splits: Splits) -> nn.Module:
     from that clean model (``recipe.clean(init)``, from the zoo) instead of random weights;
     ``val_images``, the first that many validation images for the early-stopping check."""
     extra = dict(recipe.extra)
-    init, n_val = extra.pop("init", None), extra.pop("val_images", 0)
-    seed_everything(recipe.seed)
-    if init is not None:
-        model = copy.deepcopy(zoo.load(recipe.clean(init), splits=splits).model)
-    else:
-        model = build_model(recipe.model, splits.shape, splits.num_classes, seed=recipe.seed)
-    model.to(default_device())
-    val = Data(splits.val.x[:n_val], splits.val.y[:n_val]) if n_val else None
+    model, val = _starting_point(recipe, splits, extra)
     adversarial_training(model, splits.train, seed=recipe.seed, val=val, **recipe.train, **extra)
     return model
 
