@@ -19,6 +19,12 @@ def cache(tmp_path, monkeypatch):
     return folder
 
 
+def flip_last_byte(path):
+    """Tamper with a file: flip every bit of its last byte (a zip file often ends in a zero)."""
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

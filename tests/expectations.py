@@ -27,7 +27,7 @@ NOT_REPRODUCED: dict[str, set[str]] = {
         'insensitive to the number of clean images (50 to 500: ASR after ANP within 5 points)',
     },
     "06_adaptive_attacks": {
-        'k-WTA looks robust to naive PGD (>= 50%)',
+        'k-WTA falls to BPDA / smoothed gradients (< 10%)',
     },
     "07_adaptive_backdoors": {
         'Adap-Blend raises ASR after fine-pruning by >= 30 points at <= 3 points clean cost',

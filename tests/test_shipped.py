@@ -10,6 +10,8 @@ import pytest
 from fplab import zoo
 from fplab.errors import IntegrityError
 
+from conftest import flip_last_byte
+
 
 def _fake_shipped(tmp_path, monkeypatch, synthetic_recipe):
     """Train a tiny recipe into a scratch cache and ship it from a scratch weights folder."""
@@ -40,8 +42,7 @@ def test_load_installs_a_shipped_entry_instead_of_training(cache, tmp_path, monk
 def test_a_tampered_shipped_file_is_refused(cache, tmp_path, monkeypatch):
     shipped, _ = _fake_shipped(tmp_path, monkeypatch, RECIPE)
     model = shipped / RECIPE.recipe_hash() / "model.pt"
-    data = model.read_bytes()  # flip the last byte (a zip file often ends in a zero byte)
-    model.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    flip_last_byte(model)
     with pytest.raises(IntegrityError):
         zoo.load(RECIPE)
     folder = zoo.entry_dir(RECIPE)

@@ -14,6 +14,8 @@ from fplab import cli, store, zoo
 from fplab.errors import IntegrityError
 from fplab.paths import cache_dir
 
+from conftest import flip_last_byte
+
 RECIPE = zoo.Recipe("synthetic", "mnist_cnn", None, {"epochs": 1, "lr": 1e-2, "batch_size": 64})
 
 
@@ -51,8 +53,7 @@ def test_a_tampered_shipped_file_is_refused(shipped):
     folder, key, _, first = shipped
     for path in (store.SHIPPED_RESULTS / "anp" / f"{key}.pt",
                  store.SHIPPED_RESULTS / first.path.relative_to(first.path.parents[2])):
-        data = path.read_bytes()
-        path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+        flip_last_byte(path)
     with pytest.raises(IntegrityError):
         store.load_result(folder, key)
     assert not (folder / f"{key}.json").exists()
