@@ -15,7 +15,9 @@ The tables follow the source texts, scaled down to train in seconds on a CPU:
   and Kolter (2020) for fast adversarial training on MNIST (chapter 6).
 - ``*_bn`` variants put BatchNorm after every conv: they train in fewer epochs, and the ANP
   chapter perturbs BN channels. ``resnet18`` (:mod:`fplab.resnet`) is the ANP code's network
-  (post-activation, 20 BatchNorm layers); ``preact_resnet18`` its pre-activation variant.
+  (post-activation, 20 BatchNorm layers); ``preact_resnet18`` its pre-activation variant;
+  ``resnet18_w16`` the same network at a quarter of the width (16, 32, 64, 128 channels: 1,200
+  BN neurons, about 1/16 of the compute), the deep BatchNorm architecture at CPU cost.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ ARCHITECTURES.update({f"mnist_cnn_w{w}": ([(16, 5, 1, 0, True), (w, 5, 1, 0, Tru
 #: Dropout probability before each fully connected layer (networks not listed have none).
 DROPOUT: dict[str, float] = {"face_cnn_wide2": 0.5, "speech_cnn_wide": 0.5, "traffic_cnn_wide": 0.5}
 MODELS = (tuple(ARCHITECTURES) + tuple(f"{name}_bn" for name in ARCHITECTURES)
-          + ("resnet18", "preact_resnet18"))
+          + ("resnet18", "resnet18_w16", "preact_resnet18"))
 
 
 class ConvNet(nn.Module):
@@ -96,9 +98,10 @@ def build_model(name: str, in_shape, num_classes: int, seed: int | None = None) 
     check_choice("model", name, MODELS)
     if seed is not None:
         torch.manual_seed(seed)
-    if name == "resnet18":  # the ANP code's network (full profile), in its own module
+    if name in ("resnet18", "resnet18_w16"):  # the ANP code's network, in its own module
         from .resnet import ResNet18
-        return ResNet18(in_channels=in_shape[0], num_classes=num_classes)
+        widths = (16, 32, 64, 128) if name == "resnet18_w16" else (64, 128, 256, 512)
+        return ResNet18(in_channels=in_shape[0], num_classes=num_classes, widths=widths)
     if name == "preact_resnet18":
         from .resnet import PreActResNet18
         return PreActResNet18(in_channels=in_shape[0], num_classes=num_classes)

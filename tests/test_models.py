@@ -34,6 +34,14 @@ def test_unknown_model():
     assert "preact_resnet18" in MODELS
 
 
+def test_resnet18_w16_is_resnet18_at_a_quarter_width():
+    nets = [build_model(name, (3, 32, 32), 10, seed=0) for name in ("resnet18", "resnet18_w16")]
+    bns = [[m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)] for net in nets]
+    assert [len(b) for b in bns] == [20, 20]
+    assert [sum(m.num_features for m in b) for b in bns] == [4800, 1200]
+    assert nets[1](torch.rand(2, 3, 32, 32)).shape == (2, 10)
+
+
 def test_same_seed_same_weights_and_copies_are_independent():
     a = build_model("mnist_cnn", (1, 28, 28), 10, seed=3)
     b = build_model("mnist_cnn", (1, 28, 28), 10, seed=3)
