@@ -55,8 +55,10 @@ ARCHITECTURES.update({f"mnist_cnn_w{w}": ([(16, 5, 1, 0, True), (w, 5, 1, 0, Tru
                       for w in CAPACITY_WIDTHS})
 #: Dropout probability before each fully connected layer (networks not listed have none).
 DROPOUT: dict[str, float] = {"face_cnn_wide2": 0.5, "speech_cnn_wide": 0.5, "traffic_cnn_wide": 0.5}
+#: The ResNet-18 variants (:class:`fplab.resnet.ResNet18`) -> their four stage widths.
+RESNET18_WIDTHS = {"resnet18": (64, 128, 256, 512), "resnet18_w16": (16, 32, 64, 128)}
 MODELS = (tuple(ARCHITECTURES) + tuple(f"{name}_bn" for name in ARCHITECTURES)
-          + ("resnet18", "resnet18_w16", "preact_resnet18"))
+          + tuple(RESNET18_WIDTHS) + ("preact_resnet18",))
 
 
 class ConvNet(nn.Module):
@@ -98,10 +100,10 @@ def build_model(name: str, in_shape, num_classes: int, seed: int | None = None) 
     check_choice("model", name, MODELS)
     if seed is not None:
         torch.manual_seed(seed)
-    if name in ("resnet18", "resnet18_w16"):  # the ANP code's network, in its own module
+    if name in RESNET18_WIDTHS:  # the ANP code's network, in its own module
         from .resnet import ResNet18
-        widths = (16, 32, 64, 128) if name == "resnet18_w16" else (64, 128, 256, 512)
-        return ResNet18(in_channels=in_shape[0], num_classes=num_classes, widths=widths)
+        return ResNet18(in_channels=in_shape[0], num_classes=num_classes,
+                        widths=RESNET18_WIDTHS[name])
     if name == "preact_resnet18":
         from .resnet import PreActResNet18
         return PreActResNet18(in_channels=in_shape[0], num_classes=num_classes)
