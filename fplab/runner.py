@@ -18,6 +18,10 @@ from .paths import REPO_ROOT
 NOTEBOOKS = REPO_ROOT / "notebooks"
 BUILD = REPO_ROOT / "_build"
 PATH_VARIABLES = ("FPLAB_DATA", "FPLAB_CACHE")
+#: A cell that runs longer than this (seconds) fails the notebook instead of hanging it: the
+#: longest fast-profile cell, from an empty cache with nothing shipped, takes well under it.
+#: ``FPLAB_CELL_TIMEOUT`` overrides it (``0``: no limit, e.g. for the full profile on a CPU).
+CELL_TIMEOUT = 3600
 
 
 def resolve_user_paths(env: dict | None = None, cwd: str | os.PathLike | None = None) -> dict:
@@ -44,17 +48,37 @@ def notebook_paths(names: list[str] | None = None) -> list[Path]:
     return paths
 
 
-def execute(path: Path, output: Path, parameters: dict) -> float:
+def cell_timeout(env: dict | None = None) -> int | None:
+    """Seconds a cell may run (:data:`CELL_TIMEOUT`, or ``FPLAB_CELL_TIMEOUT``); ``None``: no limit."""
+    env = os.environ if env is None else env
+    value = env.get("FPLAB_CELL_TIMEOUT", "").strip()
+    if not value:
+        return CELL_TIMEOUT
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = -1
+    if seconds < 0:
+        raise ValueError(f"FPLAB_CELL_TIMEOUT={value!r} must be a whole number of seconds >= 0 "
+                         "(0: no limit)")
+    return seconds or None
+
+
+def execute(path: Path, output: Path, parameters: dict, timeout: int | None = None) -> float:
     """Run one notebook with papermill (working directory: ``notebooks/``); return seconds.
 
     Relative data and cache paths in the environment are resolved first (see the module's
-    docstring), so the kernel reads the folders the user meant."""
+    docstring), so the kernel reads the folders the user meant. A cell running longer than
+    ``timeout`` seconds (default :func:`cell_timeout`) fails the run: a stuck kernel ends in an
+    error naming the cell, not in a command that never returns."""
     import papermill
     resolve_user_paths()
+    timeout = cell_timeout() if timeout is None else timeout
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     papermill.execute_notebook(str(path), str(output), parameters=parameters, cwd=str(NOTEBOOKS),
-                               kernel_name="python3", progress_bar=False)
+                               kernel_name="python3", progress_bar=False,
+                               execution_timeout=timeout)
     seconds = time.perf_counter() - start
     drop_widget_state(output)
     return seconds

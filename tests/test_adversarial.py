@@ -77,6 +77,31 @@ def test_restarts_never_weaker_than_one_start(batch):
     assert many <= one
 
 
+def test_keep_best_never_weaker_and_returns_successes(batch):
+    """Same seed, same iterates: keeping the first successful iterate can only lower robust
+    accuracy, and every image it reports as fooled is fooled by the tensor it returns."""
+    x, y = batch
+    model = small_cnn()
+    x8 = x.repeat(1, 1, 2, 2)
+    for schedule in ("constant", "cosine"):
+        last = pgd(model, x8, y, 0.1, steps=6, restarts=2, schedule=schedule, step_size=0.08)
+        best = pgd(model, x8, y, 0.1, steps=6, restarts=2, schedule=schedule, step_size=0.08,
+                   keep_best=True)
+        assert robust_accuracy(model, best, y) <= robust_accuracy(model, last, y)
+        assert ((best - x8).abs().amax() <= 0.1 + 1e-6) and best.min() >= 0 and best.max() <= 1
+
+
+def test_cosine_schedule_starts_at_eps(batch):
+    """One cosine step from the clean image is a step of eps: on a linear model every pixel of
+    the bounded image moves by exactly eps, to the corner of the ball the gradient points to."""
+    x, y = batch
+    x = x.clamp(0.3, 0.7)
+    model = linear_model()
+    adv = pgd(model, x, y, 0.2, steps=1, schedule="cosine", random_start=False)
+    assert torch.allclose((adv - x).abs(), torch.full_like(x, 0.2), atol=1e-6)
+    assert torch.equal(adv, pgd(model, x, y, 0.2, steps=1, step_size=0.2, random_start=False))
+
+
 def test_eot_on_a_deterministic_model_is_the_plain_gradient(batch):
     x, y = batch
     model = small_cnn()
@@ -154,6 +179,7 @@ def test_cw_l2_succeeds_with_small_distortion(batch):
     (lambda m, x, y: pgd(m, x, y, eps=0.1, norm=1), "norm"),
     (lambda m, x, y: pgd(m, x, y, eps=0.1, eot_samples=0), "eot_samples"),
     (lambda m, x, y: pgd(m, x, y, eps=0.1, restarts=0), "restarts"),
+    (lambda m, x, y: pgd(m, x, y, eps=0.1, schedule="linear"), "schedule"),
     (lambda m, x, y: fgsm(m, x, y, eps=1.5), "eps"),
     (lambda m, x, y: cw_l2(m, x, y, steps=0), "steps"),
 ])

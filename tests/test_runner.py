@@ -41,6 +41,26 @@ def test_notebook_runs_with_a_relative_data_root(tmp_path, monkeypatch):
     assert out.cells[1].outputs[0]["text"].strip() == str((tmp_path / "mydata").resolve())
 
 
+def test_cell_timeout_default_override_and_bad_values():
+    assert runner.cell_timeout({}) == runner.CELL_TIMEOUT
+    assert runner.cell_timeout({"FPLAB_CELL_TIMEOUT": "120"}) == 120
+    assert runner.cell_timeout({"FPLAB_CELL_TIMEOUT": "0"}) is None
+    for bad in ("-5", "ten"):
+        with pytest.raises(ValueError, match="FPLAB_CELL_TIMEOUT"):
+            runner.cell_timeout({"FPLAB_CELL_TIMEOUT": bad})
+
+
+@pytest.mark.notebooks
+def test_a_stuck_cell_fails_instead_of_hanging(tmp_path):
+    """papermill alone waits forever; the runner's cell timeout ends the run with an error."""
+    from nbclient.exceptions import CellTimeoutError
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(60)")]
+    nbformat.write(nb, tmp_path / "stuck.ipynb")
+    with pytest.raises(CellTimeoutError, match="timed out"):
+        runner.execute(tmp_path / "stuck.ipynb", tmp_path / "out.ipynb", {}, timeout=3)
+
+
 def test_data_root_option_is_resolved_before_anything_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FPLAB_DATA", raising=False)
