@@ -38,6 +38,7 @@ from .data import Splits, load_dataset, select_classes
 from .errors import IntegrityError, check_choice
 from .models import build_model
 from .paths import cache_dir
+from .numerics import machine
 from .poison import Attack, poison
 from .store import (atomic_save, atomic_write_json, compute_context, install_shipped_files,
                     sha256_file, shipped_entry_files, verified_load, verify_sha256)
@@ -267,7 +268,7 @@ def _load(recipe: Recipe, root, cache, splits: Splits | None, device) -> ZooMode
     out = model.classifier[-1].out_features
     atomic_write_json({
         "recipe": asdict(recipe), "key": recipe.key(), "sha256": digest,
-        "context": compute_context(default_device()),
+        "context": compute_context(default_device()), "machine": machine(),
         "architecture": {"model": recipe.model, "in_shape": list(splits.shape), "num_classes": out},
         "train_seconds": round(seconds, 2), "fplab_version": __version__, "files": files,
     }, folder / "manifest.json")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fplab import zoo
+from fplab.numerics import machine
 from fplab.errors import IntegrityError
 from fplab.poison import Attack
 
@@ -35,6 +36,8 @@ def test_training_is_deterministic(cache, tmp_path):
     a = zoo.load(RECIPE)
     b = zoo.load(RECIPE, cache=tmp_path / "other")
     assert b.trained_now and a.sha256 == b.sha256
+    record = json.loads((b.path.parent / "manifest.json").read_text())
+    assert record["machine"] == machine() and machine()  # who trained it (weights depend on it)
 
 
 @pytest.mark.parametrize("damage", ["tamper", "truncate", "delete"])
