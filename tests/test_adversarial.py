@@ -77,6 +77,19 @@ def test_restarts_never_weaker_than_one_start(batch):
     assert many <= one
 
 
+def test_restarts_keep_the_first_success_and_attack_only_the_rest(batch):
+    """An image the first start fools keeps that start's adversarial image, bit for bit; the
+    others get a later start's (the one that fools them, else the highest loss)."""
+    x, y = batch
+    model = linear_model()
+    one = pgd(model, x, y, 0.1, steps=3)
+    many = pgd(model, x, y, 0.1, steps=3, restarts=4)
+    fooled = model(one).argmax(1) != y
+    assert 0 < fooled.sum() < len(y)  # both kinds of image are in the batch
+    assert torch.equal(many[fooled], one[fooled])
+    assert (model(many).argmax(1) != y).sum() >= fooled.sum()
+
+
 def test_keep_best_never_weaker_and_returns_successes(batch):
     """Same seed, same iterates: keeping the first successful iterate can only lower robust
     accuracy, and every image it reports as fooled is fooled by the tensor it returns."""

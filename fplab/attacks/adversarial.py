@@ -38,6 +38,9 @@ from torch import Tensor, nn
 from ..errors import check_choice, check_range
 
 NORMS = ("inf", 2)
+#: changes when :func:`pgd` returns other images for the same arguments (cache keys include it):
+#: 2 = later restarts attack only the images not yet fooled
+PGD_VERSION = 2
 #: step-size schedules of :func:`pgd`
 SCHEDULES = ("constant", "cosine")
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (logits, y) -> per-sample loss
@@ -264,6 +267,35 @@ def _success(logits: Tensor, y: Tensor, targeted: bool, reject: int | None) -> T
     return ok & (pred != reject) if reject is not None else ok
 
 
+def _pgd_steps(model, x0, yb, adv, eps, sizes, norm, targeted, plain, gradient, loss_fn,
+               eot_samples, project, reject, keep_best) -> Tensor:
+    """One PGD run from ``adv`` (the start): the steps of :func:`pgd` for one batch."""
+    found = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
+    first = adv
+    for size in sizes:
+        if plain:  # the original code path, kept bit for bit (CLB depends on it)
+            adv.requires_grad_(True)
+            ce = nn.functional.cross_entropy(model(adv), yb)
+            (grad,) = torch.autograd.grad(ce, adv)
+        else:
+            grad = (gradient or autograd_gradient)(model, adv.detach(), yb, loss_fn, eot_samples)
+        direction = _direction(grad, norm)
+        direction = -direction if targeted else direction
+        adv = adv.detach() + size * direction
+        adv = _project(adv, x0, eps, norm)
+        if project is not None:
+            adv = project(x0, adv)
+        if keep_best:
+            with torch.no_grad():
+                new = _success(model(adv), yb, targeted, reject) & ~found
+            first = torch.where(new.view(-1, *[1] * (x0.dim() - 1)), adv.detach(), first)
+            found = found | new
+    adv = adv.detach()
+    if keep_best:
+        adv = torch.where(found.view(-1, *[1] * (x0.dim() - 1)), first, adv)
+    return adv
+
+
 def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 10,
         step_size: float | None = None, targeted: bool = False, random_start: bool = True,
         seed: int = 0, batch_size: int = 500, *, norm="inf", restarts: int = 1, loss="ce",
@@ -277,7 +309,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 10,
     options (their defaults give the plain L_inf attack above):
 
     - ``norm``: ``"inf"`` or ``2``; ``restarts``: independent random starts, keeping per image the
-      first that succeeds (else the one of highest loss): an image counts as robust only if all fail;
+      first that succeeds (else the one of highest loss): an image counts as robust only if all
+      fail; each restart after the first attacks only the images not yet fooled (the random
+      starts are still drawn for all, so an image's starts do not depend on the others);
     - ``loss``: ``"ce"``, ``"margin"`` or a callable ``(logits, y) -> per-sample loss``;
     - ``eot_samples``: K draws per gradient (EOT); ``gradient``: a gradient estimator such as
       :func:`finite_difference_gradient` in place of back-propagation;
@@ -316,49 +350,32 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 10,
             x0, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
             best, best_loss, best_ok = None, None, None
             for _ in range(restarts):
-                adv = x0.clone()
-                if random_start and eps > 0:
-                    adv = _random_start(x0, eps, norm, gen)
+                start = x0.clone()
+                if random_start and eps > 0:  # drawn for every image: the stream never shifts
+                    start = _random_start(x0, eps, norm, gen)
                     if project is not None:
-                        adv = project(x0, adv)
-                found = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
-                first = adv
-                for size in sizes:
-                    if plain:  # the original code path, kept bit for bit (CLB depends on it)
-                        adv.requires_grad_(True)
-                        ce = nn.functional.cross_entropy(model(adv), yb)
-                        (grad,) = torch.autograd.grad(ce, adv)
-                    else:
-                        grad = (gradient or autograd_gradient)(model, adv.detach(), yb, loss_fn,
-                                                               eot_samples)
-                    direction = _direction(grad, norm)
-                    direction = -direction if targeted else direction
-                    adv = adv.detach() + size * direction
-                    adv = _project(adv, x0, eps, norm)
-                    if project is not None:
-                        adv = project(x0, adv)
-                    if keep_best:
-                        with torch.no_grad():
-                            new = _success(model(adv), yb, targeted, reject) & ~found
-                        first = torch.where(new.view(-1, *[1] * (x0.dim() - 1)), adv.detach(), first)
-                        found = found | new
-                adv = adv.detach()
-                if keep_best:
-                    adv = torch.where(found.view(-1, *[1] * (x0.dim() - 1)), first, adv)
+                        start = project(x0, start)
+                # later restarts attack only the images every earlier start failed on
+                idx = None if best_ok is None else (~best_ok).nonzero().squeeze(1)
+                if idx is not None and len(idx) == 0:
+                    continue
+                xa, ya, adv = (x0, yb, start) if idx is None else (x0[idx], yb[idx], start[idx])
+                adv = _pgd_steps(model, xa, ya, adv, eps, sizes, norm, targeted, plain,
+                                 gradient, loss_fn, eot_samples, project, reject, keep_best)
                 if restarts == 1:
                     best = adv
                     break
                 with torch.no_grad():
                     logits = model(adv)
-                    value = loss_fn(logits, yb) * (-1 if targeted else 1)
-                    ok = _success(logits, yb, targeted, reject)
+                    value = loss_fn(logits, ya) * (-1 if targeted else 1)
+                    ok = _success(logits, ya, targeted, reject)
                 if best is None:
                     best, best_loss, best_ok = adv, value, ok
-                else:
-                    take = (ok & ~best_ok) | ((ok == best_ok) & (value > best_loss) & ~best_ok)
-                    best = torch.where(take.view(-1, *[1] * (x0.dim() - 1)), adv, best)
-                    best_loss = torch.where(take, value, best_loss)
-                    best_ok = best_ok | ok
+                else:  # every image in idx has failed so far: a success, else a higher loss
+                    take = ok | (value > best_loss[idx])
+                    best[idx[take]] = adv[take]
+                    best_loss[idx[take]] = value[take]
+                    best_ok[idx] = ok
             out.append(best.cpu())
     finally:
         model.train(training)

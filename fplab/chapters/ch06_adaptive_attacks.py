@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from .. import zoo
 from ..plots import slider_explorer
-from ..attacks.adversarial import (SoftTopK, cw_l2, fgsm, finite_difference_gradient, margin_loss,
+from ..attacks.adversarial import (PGD_VERSION, SoftTopK, cw_l2, fgsm, finite_difference_gradient, margin_loss,
                                    pgd, robust_accuracy, with_bpda)
 from ..defenses import robust as R
 from ..paths import cache_dir
@@ -108,10 +108,11 @@ def load_models(splits, profile="fast", seed=0, root=None):
 def cached(tag: str, model: nn.Module, x: Tensor, attack, seed: int = 0, key: dict | None = None,
            **kwargs) -> Tensor:
     """``attack(model, x, seed=seed, **kwargs)`` (adversarial images), computed once and cached
-    under a hash of the weights, the images and the arguments. Arguments that are functions are
+    under a hash of the weights, the images, the arguments and
+    :data:`~fplab.attacks.adversarial.PGD_VERSION`. Arguments that are functions are
     keyed by ``tag`` and ``key`` only (name what they depend on there). Seeds torch first, inside
     :func:`fplab.train.preserved_rng`."""
-    key = fingerprint(tag, model.state_dict(), x, seed, key or {},
+    key = fingerprint(tag, PGD_VERSION, model.state_dict(), x, seed, key or {},
                       {k: (v if isinstance(v, (int, float, str, type(None))) else type(v).__name__)
                        for k, v in kwargs.items() if not isinstance(v, Tensor)},
                       *[v for v in kwargs.values() if isinstance(v, Tensor)])
