@@ -54,14 +54,10 @@ def cell_timeout(env: dict | None = None) -> int | None:
     value = env.get("FPLAB_CELL_TIMEOUT", "").strip()
     if not value:
         return CELL_TIMEOUT
-    try:
-        seconds = int(value)
-    except ValueError:
-        seconds = -1
-    if seconds < 0:
+    if not value.isdigit():
         raise ValueError(f"FPLAB_CELL_TIMEOUT={value!r} must be a whole number of seconds >= 0 "
                          "(0: no limit)")
-    return seconds or None
+    return int(value) or None
 
 
 def execute(path: Path, output: Path, parameters: dict, timeout: int | None = None) -> float:

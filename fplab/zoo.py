@@ -37,8 +37,8 @@ from . import __version__
 from .data import Splits, load_dataset, select_classes
 from .errors import IntegrityError, check_choice
 from .models import build_model
-from .paths import cache_dir
 from .numerics import machine
+from .paths import cache_dir
 from .poison import Attack, poison
 from .store import (atomic_save, atomic_write_json, compute_context, install_shipped_files,
                     sha256_file, shipped_entry_files, verified_load, verify_sha256)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from fplab import zoo
-from fplab.numerics import machine
 from fplab.errors import IntegrityError
+from fplab.numerics import machine
 from fplab.poison import Attack
 
 RECIPE = zoo.Recipe("synthetic", "mnist_cnn", Attack("square", target=1, rate=0.1,

@@ -267,35 +267,6 @@ def _success(logits: Tensor, y: Tensor, targeted: bool, reject: int | None) -> T
     return ok & (pred != reject) if reject is not None else ok
 
 
-def _pgd_steps(model, x0, yb, adv, eps, sizes, norm, targeted, plain, gradient, loss_fn,
-               eot_samples, project, reject, keep_best) -> Tensor:
-    """One PGD run from ``adv`` (the start): the steps of :func:`pgd` for one batch."""
-    found = torch.zeros(len(x0), dtype=torch.bool, device=x0.device)
-    first = adv
-    for size in sizes:
-        if plain:  # the original code path, kept bit for bit (CLB depends on it)
-            adv.requires_grad_(True)
-            ce = nn.functional.cross_entropy(model(adv), yb)
-            (grad,) = torch.autograd.grad(ce, adv)
-        else:
-            grad = (gradient or autograd_gradient)(model, adv.detach(), yb, loss_fn, eot_samples)
-        direction = _direction(grad, norm)
-        direction = -direction if targeted else direction
-        adv = adv.detach() + size * direction
-        adv = _project(adv, x0, eps, norm)
-        if project is not None:
-            adv = project(x0, adv)
-        if keep_best:
-            with torch.no_grad():
-                new = _success(model(adv), yb, targeted, reject) & ~found
-            first = torch.where(new.view(-1, *[1] * (x0.dim() - 1)), adv.detach(), first)
-            found = found | new
-    adv = adv.detach()
-    if keep_best:
-        adv = torch.where(found.view(-1, *[1] * (x0.dim() - 1)), first, adv)
-    return adv
-
-
 def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 10,
         step_size: float | None = None, targeted: bool = False, random_start: bool = True,
         seed: int = 0, batch_size: int = 500, *, norm="inf", restarts: int = 1, loss="ce",
@@ -340,6 +311,30 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 10,
     sizes = ([eps / 2 * (1 + math.cos(math.pi * t / steps)) for t in range(steps)]
              if schedule == "cosine" else [step_size] * steps)
     loss_fn = _loss_fn(loss)
+    rows = lambda v, like: v.view(-1, *[1] * (like.dim() - 1))  # noqa: E731 (per-image mask)
+
+    def run(x0, yb, adv):  # one PGD run from the start ``adv``
+        found, first = torch.zeros(len(x0), dtype=torch.bool, device=x0.device), adv
+        for size in sizes:
+            if plain:  # the original code path, kept bit for bit (CLB depends on it)
+                adv.requires_grad_(True)
+                ce = nn.functional.cross_entropy(model(adv), yb)
+                (grad,) = torch.autograd.grad(ce, adv)
+            else:
+                grad = (gradient or autograd_gradient)(model, adv.detach(), yb, loss_fn,
+                                                       eot_samples)
+            direction = _direction(grad, norm)
+            direction = -direction if targeted else direction
+            adv = _project(adv.detach() + size * direction, x0, eps, norm)
+            if project is not None:
+                adv = project(x0, adv)
+            if keep_best:
+                with torch.no_grad():
+                    new = _success(model(adv), yb, targeted, reject) & ~found
+                first, found = torch.where(rows(new, x0), adv.detach(), first), found | new
+        adv = adv.detach()
+        return torch.where(rows(found, x0), first, adv) if keep_best else adv
+
     training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -360,8 +355,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 10,
                 if idx is not None and len(idx) == 0:
                     continue
                 xa, ya, adv = (x0, yb, start) if idx is None else (x0[idx], yb[idx], start[idx])
-                adv = _pgd_steps(model, xa, ya, adv, eps, sizes, norm, targeted, plain,
-                                 gradient, loss_fn, eot_samples, project, reject, keep_best)
+                adv = run(xa, ya, adv)
                 if restarts == 1:
                     best = adv
                     break

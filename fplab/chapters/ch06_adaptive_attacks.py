@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from .. import zoo
 from ..plots import slider_explorer
-from ..attacks.adversarial import (PGD_VERSION, SoftTopK, cw_l2, fgsm, finite_difference_gradient, margin_loss,
-                                   pgd, robust_accuracy, with_bpda)
+from ..attacks.adversarial import (PGD_VERSION, SoftTopK, cw_l2, fgsm, finite_difference_gradient,
+                                   margin_loss, pgd, robust_accuracy, with_bpda)
 from ..defenses import robust as R
 from ..paths import cache_dir
 from ..store import fingerprint, load_result, save_result
