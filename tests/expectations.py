@@ -12,9 +12,7 @@ NOT_REPRODUCED: dict[str, set[str]] = {
     "02_pruning": {
         'pruning (4% rule) brings baseline success < 20% at < 5 pts clean loss on >= 2 of 3 cases',
     },
-    "03_pruning_aware_attack": {
-        'pruning-aware face: >= 60% of last-conv channels dormant on clean inputs',
-    },
+    "03_pruning_aware_attack": set(),
     "04_fine_pruning": {
         'fine-pruning brings every targeted backdoor < 5% with <= 2 pts clean loss',
     },

@@ -52,6 +52,14 @@ def test_same_seed_same_weights_and_copies_are_independent():
     assert torch.equal(next(a.parameters()), next(b.parameters()))
 
 
+def test_batchnorm_face_is_the_same_attack_on_the_batchnorm_network():
+    from fplab.chapters.casestudies import batchnorm_face, case_study
+    face, bn = case_study("face"), batchnorm_face()
+    assert bn.model == "face_cnn_bn" and bn.train["epochs"] == 8
+    assert bn.attack == face.attack and bn.asr_shift == face.asr_shift
+    assert bn.baseline_recipe().key() != face.baseline_recipe().key()
+
+
 def test_case_study_variant_is_a_different_recipe():
     from fplab.chapters.casestudies import case_study
     face = case_study("face")
@@ -59,6 +67,6 @@ def test_case_study_variant_is_a_different_recipe():
     assert wide.model == "face_cnn_wide" and wide.train["epochs"] == 60
     assert wide.train["batch_size"] == face.train["batch_size"]   # the rest is kept
     assert wide.baseline_recipe().key() != face.baseline_recipe().key()
-    assert face.model == "face_cnn_bn"                            # the original is untouched
+    assert face.model == "face_cnn_wide2"                         # the original is untouched
     with pytest.raises(ValueError, match=r"model='vgg'"):
         face.variant("vgg")

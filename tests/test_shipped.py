@@ -56,7 +56,7 @@ def test_shipped_manifest_lists_existing_files():
             assert (zoo.SHIPPED_DIR / key / name).exists(), (key, name)
     files = zoo.SHIPPED_DIR.rglob("*") if zoo.SHIPPED_DIR.exists() else []
     total = sum(p.stat().st_size for p in files if p.is_file())
-    assert total < 25 * 2**20  # 24 small networks; the repository stays a quick clone
+    assert total < 32 * 2**20  # 27 small networks; the repository stays a quick clone
 
 
 @pytest.mark.retrain
@@ -66,14 +66,18 @@ def test_cheapest_shipped_model_retrains_to_the_same_numbers(cache):
     entries = zoo.shipped_entries()
     if not entries:
         pytest.skip("no shipped weights")
-    cheapest = next(k for k, e in entries.items() if e["kind"] == "baseline")
     # The same seed trains other weights on another kind of processor, even in a portable run
-    # (fplab.numerics.machine): the check can only hold where the weights were trained.
-    record = json.loads((zoo.SHIPPED_DIR / cheapest / "manifest.json").read_text())
-    if record.get("machine") != machine():
-        pytest.skip(f"{cheapest} was trained on {record.get('machine', 'an unrecorded machine')!r}, "
+    # (fplab.numerics.machine): the check can only hold where the weights were trained, so it
+    # retrains the first case-study BadNet trained on this kind of processor.
+    def trained_on(key):
+        return json.loads((zoo.SHIPPED_DIR / key / "manifest.json").read_text()).get("machine")
+
+    baselines = [k for k, e in entries.items() if e["kind"] == "baseline"]
+    here = [k for k in baselines if trained_on(k) == machine()]
+    if not here:
+        pytest.skip(f"the shipped BadNets were trained on {sorted({str(trained_on(k)) for k in baselines})}, "
                     f"this is {machine()!r}: retrained weights differ across processors")
-    assert retrain_shipped(SimpleNamespace(only=[cheapest]))
+    assert retrain_shipped(SimpleNamespace(only=[here[0]]))
 
 
 def test_the_shipped_capacity_map_is_used_verified_and_refused_when_tampered(monkeypatch):
