@@ -1,6 +1,6 @@
 """Shipped weights (issue 8): installed into the cache only when every file matches its SHA-256,
-and (marked ``retrain``) a shipped case-study BadNet trained on this kind of processor retrains from its recipe to the same clean
-accuracy and attack success within 1 point."""
+and (marked ``retrain``) a shipped case-study BadNet trained on this kind of processor retrains
+from its recipe to the same clean accuracy and attack success within 1 point."""
 
 import json
 import shutil
