@@ -34,7 +34,12 @@ rewrites its output ``y = w h + b`` (per channel) as
 
 For a BatchNorm ``h`` is the normalised input, so the hook is exact in train and eval mode. The
 model's parameters are never touched; removing the hooks restores it exactly, and with
-``s = 1, xi = 0`` the output is bit-for-bit unchanged.
+``s = 1, xi = 0`` the output is bit-for-bit unchanged. The faithful mode instead *folds* the
+perturbation into the weights, as the original's noisy BatchNorm does: :meth:`NeuronPerturbation.forward`
+calls the model with ``s * w`` and ``(1 + xi) * b`` substituted (``torch.func.functional_call``,
+per-channel work only), and feeds conv networks channels-last images (on a CPU, max-pooling a
+channels-last tensor is several times faster). Same equation, about twice the original loop's
+speed; on the same images it gives the original loop's masks bit for bit.
 
 Pruning sets the pruned neurons' weights to zero in a *copy* (the bias stays, as in the original
 code); :func:`pruning_curve` traces clean accuracy and attack success over thresholds or counts,
@@ -160,6 +165,28 @@ class NeuronPerturbation:
             return torch.cat([a + clean * (a - bias), b + noisy * (b - bias) + xi * bias])
         return hook
 
+    def forward(self, x: Tensor) -> Tensor:
+        """The model on ``x`` with the perturbation folded into its weights (modes ``"clean"``,
+        ``"perturbed"``): ``s * w`` and, perturbed, ``(1 + xi) * b`` substituted for each neuron
+        layer's weight and bias (``torch.func.functional_call``; the hooks stand aside meanwhile).
+        The same function as the hooks compute, as the original's noisy BatchNorm computes it:
+        the full-size work is the layer's own; only per-channel vectors are rescaled."""
+        if self.mode not in ("clean", "perturbed"):
+            raise ValueError(f"forward needs mode 'clean' or 'perturbed', not {self.mode!r}")
+        perturbed, modules = self.mode == "perturbed", dict(self.model.named_modules())
+        weights = {}
+        for name in self.layers:
+            module = modules[name]
+            w, scale = module.weight, self.mask[name] + self.delta[name] if perturbed else self.mask[name]
+            weights[f"{name}.weight"] = w * scale.view((-1,) + (1,) * (w.dim() - 1))
+            if perturbed and module.bias is not None:
+                weights[f"{name}.bias"] = module.bias * (1 + self.xi[name])
+        mode, self.mode = self.mode, "off"
+        try:
+            return torch.func.functional_call(self.model, weights, (x,), strict=False)
+        finally:
+            self.mode = mode
+
     def values(self) -> dict[str, Tensor]:
         """The masks, detached and on the CPU."""
         return {n: m.detach().cpu().clone() for n, m in self.mask.items()}
@@ -224,9 +251,12 @@ def _check(eps: float, alpha: float | None = None, steps: int = 1) -> None:
 
 
 def _maximise_noise(pert: NeuronPerturbation, model, x, y, eps: float, steps: int,
-                    gen: torch.Generator, step_size: float | None = None, clip: bool = True) -> None:
+                    gen: torch.Generator, step_size: float | None = None, clip: bool = True,
+                    forward=None) -> None:
     """Inner maximisation: random start in [-eps, eps], then ``steps`` signed-gradient steps of
-    ``step_size`` (default ``eps / steps``), each clipped back to [-eps, eps] when ``clip``."""
+    ``step_size`` (default ``eps / steps``), each clipped back to [-eps, eps] when ``clip``.
+    ``forward``: how the perturbed model is called (default ``model``, through the hooks)."""
+    forward = model if forward is None else forward
     step_size = eps / steps if step_size is None else step_size
     noise = [*pert.delta.values(), *pert.xi.values()]
     for t in noise:
@@ -235,11 +265,12 @@ def _maximise_noise(pert: NeuronPerturbation, model, x, y, eps: float, steps: in
     for _ in range(steps):
         for t in noise:
             t.requires_grad_(True)
-        loss = nn.functional.cross_entropy(model(x), y)
-        grads = torch.autograd.grad(loss, noise)
+        loss = nn.functional.cross_entropy(forward(x), y)
+        grads = torch.autograd.grad(loss, noise, allow_unused=True)  # None: xi of a bias-free layer
         with torch.no_grad():
             for t, g in zip(noise, grads):
-                t.add_(step_size * g.sign())
+                if g is not None:
+                    t.add_(step_size * g.sign())
                 if clip:
                     t.clamp_(-eps, eps)
         for t in noise:
@@ -314,7 +345,7 @@ def clean_subset(data, n_clean: int, seed: int = 0) -> Data:
 
 
 #: Bumped whenever a change to the algorithm changes the masks, so the cache never reuses old ones.
-ANP_VERSION = 2
+ANP_VERSION = 3
 #: ``"faithful"``: as the original code; ``"fplab"``: this library's earlier variant (module docstring).
 MODES = ("faithful", "fplab")
 
@@ -379,22 +410,25 @@ def anp_masks(model: nn.Module, data, eps: float = 0.4, steps: int = 1, alpha: f
             m.requires_grad_(True)
         opt = torch.optim.SGD(masks, lr=lr, momentum=0.9)
         batches = _batches(len(clean), batch_size, gen, with_replacement=faithful)
+        fwd = pert.forward if faithful else model  # faithful: the perturbation folded into the weights
         for it in progress_bar(range(1, iterations + 1), desc="ANP masks", progress=progress):
             idx = next(batches).to(device)
             x, y, n = x_all[idx], y_all[idx], len(idx)
+            if x.dim() == 4:  # channels-last images: same values, faster conv / pooling kernels
+                x = x.contiguous(memory_format=torch.channels_last)
             if eps > 0:
-                _maximise_noise(pert, model, x, y, eps, steps, gen, clip=clip)
+                _maximise_noise(pert, model, x, y, eps, steps, gen, clip=clip, forward=fwd)
             if eps > 0 and (faithful or batch_stats):  # batch statistics: separate passes
-                loss_rob = ce(model(x), y)
+                loss_rob = ce(fwd(x), y)
                 pert.mode = "clean"
-                loss = alpha * ce(model(x), y) + (1 - alpha) * loss_rob
+                loss = alpha * ce(fwd(x), y) + (1 - alpha) * loss_rob
             elif eps > 0:  # running statistics: one pass, clean half and perturbed half
                 pert.mode, pert.split = "both", n
                 logits = model(torch.cat([x, x]))
                 loss = alpha * ce(logits[:n], y) + (1 - alpha) * ce(logits[n:], y)
             else:
                 pert.mode = "clean"
-                loss = alpha * ce(model(x), y)
+                loss = alpha * ce(fwd(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
