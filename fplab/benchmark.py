@@ -32,6 +32,7 @@ from . import zoo
 from .chapters.casestudies import case_study
 from .data import Data
 from .defenses.anp import _channels, _check, anp_masks, clean_subset, neuron_layers, ANPResult
+from .defenses.anp import channels_last as to_channels_last
 from .models import build_model, copy_model
 from .runner import BUILD, execute, notebook_paths
 from .train import model_device
@@ -238,8 +239,8 @@ def reference_anp_masks(model: nn.Module, data: Data, eps: float = 0.4, steps: i
     for _ in range(iterations):
         idx = torch.randint(len(clean), (batch_size,), generator=gen).to(device)
         x, y = x_all[idx], y_all[idx]
-        if channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if channels_last:
+            x = to_channels_last(x)
         if eps > 0:
             with torch.no_grad():  # reset(rand_init=True)
                 for t in noise:

@@ -143,6 +143,7 @@ class NeuronPerturbation:
         self.delta = {n: torch.zeros(_channels(modules[n]), **kw) for n in self.layers}
         self.xi = {n: torch.zeros(_channels(modules[n]), **kw) for n in self.layers}
         self.mode, self.split = "clean", None
+        self._modules = {n: modules[n] for n in self.layers}
         self._handles = [modules[n].register_forward_hook(self._hook(n)) for n in self.layers]
 
     def _hook(self, name: str):
@@ -173,11 +174,10 @@ class NeuronPerturbation:
         the full-size work is the layer's own; only per-channel vectors are rescaled."""
         if self.mode not in ("clean", "perturbed"):
             raise ValueError(f"forward needs mode 'clean' or 'perturbed', not {self.mode!r}")
-        perturbed, modules = self.mode == "perturbed", dict(self.model.named_modules())
-        weights = {}
-        for name in self.layers:
-            module = modules[name]
-            w, scale = module.weight, self.mask[name] + self.delta[name] if perturbed else self.mask[name]
+        perturbed, weights = self.mode == "perturbed", {}
+        for name, module in self._modules.items():
+            scale = self.mask[name] + self.delta[name] if perturbed else self.mask[name]
+            w = module.weight
             weights[f"{name}.weight"] = w * scale.view((-1,) + (1,) * (w.dim() - 1))
             if perturbed and module.bias is not None:
                 weights[f"{name}.bias"] = module.bias * (1 + self.xi[name])
@@ -240,6 +240,13 @@ class _Frozen:
         with torch.no_grad():
             for b, saved in self.buffers:
                 b.copy_(saved)
+
+
+def channels_last(x: Tensor) -> Tensor:
+    """A batch of images (4-D) in channels-last memory layout, the layout :func:`anp_masks` feeds
+    the network (same values; on a CPU, conv and max-pool kernels run faster on it); other
+    inputs unchanged."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def _check(eps: float, alpha: float | None = None, steps: int = 1) -> None:
@@ -413,9 +420,7 @@ def anp_masks(model: nn.Module, data, eps: float = 0.4, steps: int = 1, alpha: f
         fwd = pert.forward if faithful else model  # faithful: the perturbation folded into the weights
         for it in progress_bar(range(1, iterations + 1), desc="ANP masks", progress=progress):
             idx = next(batches).to(device)
-            x, y, n = x_all[idx], y_all[idx], len(idx)
-            if x.dim() == 4:  # channels-last images: same values, faster conv / pooling kernels
-                x = x.contiguous(memory_format=torch.channels_last)
+            x, y, n = channels_last(x_all[idx]), y_all[idx], len(idx)
             if eps > 0:
                 _maximise_noise(pert, model, x, y, eps, steps, gen, clip=clip, forward=fwd)
             if eps > 0 and (faithful or batch_stats):  # batch statistics: separate passes
