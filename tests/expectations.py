@@ -30,7 +30,6 @@ NOT_REPRODUCED: dict[str, set[str]] = {
     "07_adaptive_backdoors": {
         'Adap-Blend raises ASR after fine-pruning by >= 30 points at <= 3 points clean cost',
         'CLP removes the baseline patch backdoor (< 10%) at <= 3 points clean loss',
-        'defense-in-the-loop raises ASR after CLP by >= 30 points at <= 3 points clean cost',
     },
 }
 
