@@ -138,3 +138,20 @@ def test_compare_defenses_with_selected_budget(cached):
     assert all(b.lr == 1e-3 and 1 <= b.epochs <= 2 for b in r["budget"].values())
     assert len(seen) == 4 and "budget" not in compare_defenses(
         entry.model, evaluate, splits.val, epochs=1, progress=False)
+
+
+def test_best_responses_count_every_tied_defense():
+    """Chapter 4's Table 2 reading: a defense tied for the highest utility in a column is a best
+    response too (not only the first row of the tie), and a lower one is not."""
+    import pandas as pd
+    from fplab.chapters.ch04_fine_pruning import best_responses
+    index = pd.MultiIndex.from_product([["a", "b"], ["prune", "fine-tune", "fine-prune"]],
+                                       names=["case", "defense"])
+    utility = pd.DataFrame({"vs baseline": [0.1, 0.2, 0.3, 0.5, 0.1, 0.4],
+                            "vs pruning-aware": [0.6, 0.1, 0.6, 0.2, 0.9, 0.3]}, index=index)
+    best = best_responses(utility)
+    assert best.loc["a", "best vs pruning-aware"] == "prune / fine-prune"
+    assert best.loc["a", "fine-prune best in both"]
+    assert best.loc["b", "best vs baseline"] == "prune"
+    assert not best.loc["b", "fine-prune best in both"]
+    assert best.loc["a", "max-min defense"] == "fine-prune"

@@ -92,17 +92,24 @@ def utility_view(cases, results: dict):
                         caption="Defender's utility, clean accuracy - attack success (Table 2)")
 
 
+def _maximisers(column: pd.Series) -> list[str]:
+    """Every defense with the column's highest utility (a tie gives several best responses)."""
+    return [d for d, v in column.items() if v == column.max()]
+
+
 def best_responses(utility: pd.DataFrame) -> pd.DataFrame:
-    """Per case: the defense with the highest utility in each column, and the max-min defense."""
+    """Per case: the defenses with the highest utility in each column (ties joined by " / ":
+    each is a best response), and the max-min defense."""
     rows = []
     for case in utility.index.get_level_values(0).unique():
         u = utility.loc[case][["vs baseline", "vs pruning-aware"]]
         worst = u.min(axis=1)
-        rows.append({"case": case, "best vs baseline": u["vs baseline"].idxmax(),
-                     "best vs pruning-aware": u["vs pruning-aware"].idxmax(),
-                     "max-min defense": worst.idxmax(), "its worst-case utility": worst.max(),
-                     "fine-prune best in both": u["vs baseline"].idxmax() == "fine-prune"
-                     and u["vs pruning-aware"].idxmax() == "fine-prune"})
+        best = {col: _maximisers(u[col]) for col in u.columns}
+        rows.append({"case": case, "best vs baseline": " / ".join(best["vs baseline"]),
+                     "best vs pruning-aware": " / ".join(best["vs pruning-aware"]),
+                     "max-min defense": " / ".join(_maximisers(worst)),
+                     "its worst-case utility": worst.max(),
+                     "fine-prune best in both": all("fine-prune" in b for b in best.values())})
     return pd.DataFrame(rows).set_index("case")
 
 
