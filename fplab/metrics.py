@@ -31,11 +31,15 @@ def untargeted_effectiveness(acc_clean: float, acc_backdoor: float) -> float:
     return 1.0 - acc_backdoor / acc_clean
 
 
-def attack_success_rate(model: nn.Module, data: Data, attack: Attack, num_classes: int) -> float:
-    """Attack success on ``data`` (test images), measured as the attack's mode defines it."""
+def attack_success_rate(model: nn.Module, data: Data, attack: Attack, num_classes: int,
+                        clean_acc: float | None = None) -> float:
+    """Attack success on ``data`` (test images), measured as the attack's mode defines it.
+
+    ``clean_acc``: the model's accuracy on ``data`` when the caller has it already (an
+    untargeted attack's success is relative to it; otherwise it is computed here)."""
     trig = attack.make_trigger(tuple(data.x.shape[1:]))
     if attack.mode == "untargeted":
-        acc_clean = accuracy(model, data)
+        acc_clean = accuracy(model, data) if clean_acc is None else clean_acc
         acc_bd = (predict(model, trig.apply(data.x)) == data.y).float().mean().item()
         return untargeted_effectiveness(acc_clean, acc_bd)
     mode = "all_to_one" if attack.mode == "clean_label" else attack.mode
@@ -49,8 +53,9 @@ def attack_success_rate(model: nn.Module, data: Data, attack: Attack, num_classe
 
 def evaluate(model: nn.Module, data: Data, attack: Attack | None, num_classes: int) -> dict:
     """``{"clean_acc": ..., "asr": ...}`` (``asr`` is ``None`` without an attack)."""
-    asr = attack_success_rate(model, data, attack, num_classes) if attack else None
-    return {"clean_acc": accuracy(model, data), "asr": asr}
+    clean_acc = accuracy(model, data)
+    asr = attack_success_rate(model, data, attack, num_classes, clean_acc) if attack else None
+    return {"clean_acc": clean_acc, "asr": asr}
 
 
 def per_class_errors(model: nn.Module, data: Data, attack: Attack, num_classes: int) -> pd.DataFrame:

@@ -74,3 +74,14 @@ def test_per_class_table(synthetic):
     assert pytest.approx(table.loc[3, "backdoor error %"]) == 0
     assert table.loc[4, "backdoor error %"] != table.loc[4, "backdoor error %"]  # NaN: target class
 
+
+
+def test_untargeted_success_takes_a_known_clean_accuracy(synthetic):
+    """A caller that has the clean accuracy already passes it (one pass fewer); the success is
+    the same, and it is the given accuracy that the formula uses."""
+    test, atk = synthetic.test, attack("untargeted")
+    model = Oracle("wrong")
+    assert attack_success_rate(model, test, atk, 10, clean_acc=accuracy(model, test)) == \
+        attack_success_rate(model, test, atk, 10)
+    assert attack_success_rate(model, test, atk, 10, clean_acc=0.5) == \
+        untargeted_effectiveness(0.5, 0.0)
