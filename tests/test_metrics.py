@@ -75,7 +75,6 @@ def test_per_class_table(synthetic):
     assert table.loc[4, "backdoor error %"] != table.loc[4, "backdoor error %"]  # NaN: target class
 
 
-
 def test_untargeted_success_takes_a_known_clean_accuracy(synthetic):
     """A caller that has the clean accuracy already passes it (one pass fewer); the success is
     the same, and it is the given accuracy that the formula uses."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .. import game
 from . import report
 from .casestudies import PAPER_TABLE1
 
@@ -92,22 +93,18 @@ def utility_view(cases, results: dict):
                         caption="Defender's utility, clean accuracy - attack success (Table 2)")
 
 
-def _maximisers(column: pd.Series) -> list[str]:
-    """Every defense with the column's highest utility (a tie gives several best responses)."""
-    return [d for d, v in column.items() if v == column.max()]
-
-
 def best_responses(utility: pd.DataFrame) -> pd.DataFrame:
-    """Per case: the defenses with the highest utility in each column (ties joined by " / ":
-    each is a best response), and the max-min defense."""
+    """Per case: the defenses with the highest utility in each column
+    (:func:`fplab.game.best_responses`; ties joined by " / ": each is a best response), and the
+    max-min defense."""
     rows = []
     for case in utility.index.get_level_values(0).unique():
         u = utility.loc[case][["vs baseline", "vs pruning-aware"]]
+        best = game.best_responses(u)["defender"]
         worst = u.min(axis=1)
-        best = {col: _maximisers(u[col]) for col in u.columns}
         rows.append({"case": case, "best vs baseline": " / ".join(best["vs baseline"]),
                      "best vs pruning-aware": " / ".join(best["vs pruning-aware"]),
-                     "max-min defense": " / ".join(_maximisers(worst)),
+                     "max-min defense": " / ".join(worst.index[worst >= worst.max() - game.TOLERANCE]),
                      "its worst-case utility": worst.max(),
                      "fine-prune best in both": all("fine-prune" in b for b in best.values())})
     return pd.DataFrame(rows).set_index("case")
