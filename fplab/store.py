@@ -155,6 +155,19 @@ def save_result(folder: str | os.PathLike, key: str, obj, record: dict | None = 
     atomic_write_json({**(record or {}), "sha256": digest}, folder / f"{key}.json")
 
 
+def memoized(folder: str | os.PathLike, key: str, compute, record: dict | None = None):
+    """``compute()``, stored under ``key`` in ``folder`` the first time (:func:`save_result`) and
+    read back, verified, every later time (:func:`load_result`, shipped results included).
+    ``compute`` returns what ``torch.load(weights_only=True)`` reads: tensors, lists, dicts,
+    numbers, strings."""
+    hit = load_result(folder, key)
+    if hit is not None:
+        return hit[0]
+    out = compute()
+    save_result(folder, key, out, record)
+    return out
+
+
 # ----------------------------------------------------------------------------- shipped results
 
 #: Computed results shipped with the package: a snapshot of the cache that a single-threaded

@@ -70,3 +70,27 @@ def test_case_study_variant_is_a_different_recipe():
     assert face.model == "face_cnn_wide2"                         # the original is untouched
     with pytest.raises(ValueError, match=r"model='vgg'"):
         face.variant("vgg")
+
+
+def test_case_study_measurements_are_cached_per_model(cache, synthetic):
+    """``CaseStudy.evaluate`` / ``activation_means`` equal the direct measurements, are stored
+    once per model and read back; another model (here: a pruned copy) is measured anew."""
+    from dataclasses import replace
+    from fplab.activations import mean_activations
+    from fplab.chapters.casestudies import case_study
+    from fplab.defenses.pruning import set_channel_mask
+    from fplab.metrics import evaluate
+    from fplab.models import build_model, copy_model
+    from fplab.poison import Attack
+    attack = Attack("square", "untargeted", rate=0.1)
+    case = replace(case_study("traffic"), dataset="synthetic", attack=attack)
+    model = build_model("mnist_cnn", synthetic.shape, synthetic.num_classes, seed=0).eval()
+    direct = evaluate(model, synthetic.test, attack, synthetic.num_classes)
+    for _ in range(2):
+        assert case.evaluate(model, synthetic) == direct
+        clean, triggered = case.activation_means(model, synthetic)
+        assert torch.equal(clean, mean_activations(model, synthetic.val.x))
+    assert len(list((cache / "evaluations").glob("*.pt"))) == 2
+    pruned = set_channel_mask(copy_model(model), [0, 1, 2])
+    case.evaluate(pruned, synthetic)
+    assert len(list((cache / "evaluations").glob("*.pt"))) == 3

@@ -79,6 +79,38 @@ def test_pruning_curve_matches_masked_models(model, splits):
         assert row.asr == pytest.approx(ev["asr"], abs=1e-6)
 
 
+
+def test_cached_pruning_curve_is_the_computed_one_and_keyed_by_model(model, splits, cache, monkeypatch):
+    """``cache=True``: the first call computes and stores, the second reads the same curve back
+    without computing; an untargeted attack's curve equals the uncached one; a pruned copy of the
+    model (another mask, same weights) is another key."""
+    attack = Attack("square", "untargeted", rate=0.1)
+    plain = pruning.pruning_curve(model, splits.val, splits.test, attack, 10, progress=False)
+    first = pruning.pruning_curve(model, splits.val, splits.test, attack, 10, progress=False,
+                                  cache=True)
+    assert len(list((cache / "pruning").glob("*.pt"))) == 1
+    monkeypatch.setattr(pruning, "_pruning_curve", lambda *a, **k: pytest.fail("recomputed"))
+    again = pruning.pruning_curve(model, splits.val, splits.test, attack, 10, progress=False,
+                                  cache=True)
+    for curve in (first, again):
+        assert curve.table.equals(plain.table)
+        assert torch.equal(curve.order, plain.order) and torch.equal(curve.means, plain.means)
+        assert curve.stop == plain.stop and curve.layer == plain.layer
+    masked = pruning.set_channel_mask(copy_model(model), [0])
+    with pytest.raises(pytest.fail.Exception, match="recomputed"):
+        pruning.pruning_curve(masked, splits.val, splits.test, attack, 10, progress=False, cache=True)
+
+
+def test_cached_stopping_rule_prunes_the_same_channels(model, splits, cache):
+    plain = pruning.prune_by_activation(model, splits.val, max_drop=0.02)
+    for _ in range(2):  # computed and stored, then read back
+        cached = pruning.prune_by_activation(model, splits.val, max_drop=0.02, cache=True)
+        assert torch.equal(cached.pruned, plain.pruned) and torch.equal(cached.order, plain.order)
+        for a, b in zip(cached.model.state_dict().values(), plain.model.state_dict().values()):
+            assert torch.equal(a, b)
+    assert len(list((cache / "pruning").glob("*.pt"))) == 1
+
+
 def test_stopping_rule():
     assert pruning.stopping_point([0.9, 0.9, 0.88, 0.87, 0.85, 0.5]) == 3
     assert pruning.stopping_point([0.9, 0.9, 0.88, 0.87, 0.85, 0.5], max_drop=0.05) == 4

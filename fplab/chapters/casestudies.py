@@ -50,7 +50,10 @@ from ..defenses import pruning as _pruning
 from ..errors import check_choice
 from ..metrics import accuracy, attack_success_rate
 from ..models import MODELS
+from ..paths import cache_dir
 from ..poison import Attack
+from ..store import fingerprint, memoized
+from ..train import model_device
 from ..zoo import Recipe
 from ..attacks import pruning_aware as _pruning_aware  # noqa: F401  (registers the trainer)
 
@@ -100,6 +103,11 @@ def _shifted(x: Tensor, pixels: int) -> Tensor:
            for dy in range(-pixels, pixels + 1) for dx in range(-pixels, pixels + 1)]
     return torch.cat(out)
 
+
+
+#: Part of the key of every cached case-study measurement (:meth:`CaseStudy._memo`): bump it when
+#: a measurement's code changes.
+EVAL_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -155,28 +163,45 @@ class CaseStudy:
         x = _shifted(x[keep], self.asr_shift)
         return Data(x, torch.full((len(x),), int(self.attack.source), dtype=torch.long))
 
+    def _memo(self, tag: str, model, tensors, compute):
+        """``compute()``, cached under ``$FPLAB_CACHE/evaluations`` by a hash of ``tag``, the
+        model (architecture, weights, masks), ``tensors``, the attack and the compute context:
+        measurements a chapter repeats (each re-run, and every chapter that shows the same model)
+        are read back, verified, instead of re-run."""
+        key = fingerprint(tag, EVAL_VERSION, *_pruning.model_key(model), *tensors,
+                          self.attack.spec(), device=model_device(model))
+        return memoized(cache_dir() / "evaluations", key, compute, {"what": tag, "case": self.name})
+
     def activation_means(self, model, splits: Splits) -> tuple[Tensor, Tensor]:
         """Mean activation per channel of the last conv layer on the defender's clean validation
         images and on triggered :meth:`asr_data` (the paper's Fig. 4):
-        ``(clean_means, triggered_means)``."""
+        ``(clean_means, triggered_means)``. Cached (:meth:`_memo`)."""
         triggered = self.attack.make_trigger(splits.shape).apply(self.asr_data(splits).x)
-        return mean_activations(model, splits.val.x), mean_activations(model, triggered)
+        return tuple(self._memo("activation_means", model, (splits.val.x, triggered), lambda: [
+            mean_activations(model, splits.val.x), mean_activations(model, triggered)]))
 
     def pruning_curve(self, model, splits: Splits, max_drop: float = _pruning.DEFAULT_MAX_DROP,
                       progress: bool = True) -> _pruning.PruningCurve:
         """The pruning defense on ``model`` (:func:`fplab.defenses.pruning.pruning_curve`): channels
-        ranked on the clean validation split, success measured on :meth:`asr_data`."""
+        ranked on the clean validation split, success measured on :meth:`asr_data`. Cached."""
         return _pruning.pruning_curve(model, splits.val, splits.test, self.attack, splits.num_classes,
                                       asr_data=self.asr_data(splits), max_drop=max_drop,
-                                      progress=progress)
+                                      progress=progress, cache=True)
 
     def evaluate(self, model, splits: Splits) -> dict:
         """``{"clean_acc", "asr"}``: accuracy on clean test images, success on :meth:`asr_data`
-        (the test images themselves except for face: their accuracy is computed once)."""
-        clean, data = accuracy(model, splits.test), self.asr_data(splits)
-        known = clean if data is splits.test else None
-        return {"clean_acc": clean,
-                "asr": attack_success_rate(model, data, self.attack, splits.num_classes, known)}
+        (the test images themselves except for face: their accuracy is computed once). Cached
+        (:meth:`_memo`)."""
+        data = self.asr_data(splits)
+
+        def compute():
+            clean = accuracy(model, splits.test)
+            known = clean if data is splits.test else None
+            return {"clean_acc": clean,
+                    "asr": attack_success_rate(model, data, self.attack, splits.num_classes, known)}
+
+        tensors = (splits.test.x, splits.test.y) + (() if data is splits.test else (data.x, data.y))
+        return self._memo("evaluate", model, tensors + (splits.num_classes,), compute)
 
     @property
     def success_note(self) -> str:

@@ -48,8 +48,9 @@ def compare_defenses(model: nn.Module, evaluate, val, epochs: int = DEFAULT_EPOC
                      select: dict | None = None) -> dict:
     """The defender's strategies on one suspect ``model``, with the same fine-tuning budget:
     ``{"none", "prune", "fine-tune", "fine-prune"}`` -> ``evaluate(model)`` (a dict such as
-    ``{"clean_acc", "asr"}``), plus ``"pruned fraction"``. ``cache`` keeps the fine-tuned
-    weights (:func:`~fplab.defenses.finetune.fine_tune`).
+    ``{"clean_acc", "asr"}``), plus ``"pruned fraction"``. ``cache`` keeps the pruning step's
+    ranking and the fine-tuned weights (:func:`~fplab.defenses.pruning.prune_by_activation`,
+    :func:`~fplab.defenses.finetune.fine_tune`).
 
     ``select`` (a dict of :func:`~fplab.defenses.finetune.select_budget` arguments, ``{}`` for
     its defaults) replaces ``epochs`` and ``lr``: each of fine-tuning and fine-pruning gets the
@@ -57,7 +58,7 @@ def compare_defenses(model: nn.Module, evaluate, val, epochs: int = DEFAULT_EPOC
     are returned under ``"budget"`` (defense -> :class:`~fplab.defenses.finetune.Budget`).
     """
     val = as_data(val, "val", purpose="the defenses need the defender's clean images")
-    pruned = prune_by_activation(model, val, max_drop=max_drop)
+    pruned = prune_by_activation(model, val, max_drop=max_drop, cache=cache)
     budgets = {}
     if select is not None:
         for name, start in (("fine-tune", model), ("fine-prune", pruned.model)):

@@ -46,7 +46,9 @@ from ..errors import check_range
 from ..graph import Site, prune_site
 from ..metrics import untargeted_effectiveness
 from ..models import copy_model, last_conv_layer
+from ..paths import cache_dir
 from ..poison import Attack, backdoor_labels, eligible
+from ..store import fingerprint, memoized
 from ..train import model_device
 
 DEFAULT_MAX_DROP = 0.04
@@ -308,7 +310,7 @@ class Pruned:
 
 def prune_by_activation(model: nn.Module, val, fraction: float | None = None,
                         layer: str | None = None, max_drop: float = DEFAULT_MAX_DROP,
-                        physical: bool = False) -> Pruned:
+                        physical: bool = False, cache: bool = False) -> Pruned:
     """Prune a *copy* of ``model``: remove the ``fraction`` of conv ``layer``'s channels least
     active on the clean validation set ``val`` (a :class:`~fplab.data.Data`, an ``(x, y)`` pair,
     a ``DataLoader`` or a ``Dataset``: :func:`fplab.data.as_data`).
@@ -318,7 +320,8 @@ def prune_by_activation(model: nn.Module, val, fraction: float | None = None,
     masked (:func:`set_channel_mask`) and the pruning written into its weights
     (:func:`write_pruning`), so its ``state_dict`` stays pruned. ``physical=True`` deletes the
     channels (:func:`shrink`) instead, or refuses where that would change the network. The input
-    model is untouched.
+    model is untouched. ``cache=True`` stores the stopping rule's ranking and count under
+    ``$FPLAB_CACHE/pruning`` (as :func:`pruning_curve`) and reuses them.
     """
     val = _check_data("val", val)
     site = _site(model, layer)
@@ -330,11 +333,20 @@ def prune_by_activation(model: nn.Module, val, fraction: float | None = None,
     if physical and site.traced:
         _shrinkable(model, site)  # refuse before any work
     if fraction is None:
-        tail = _Tail(model, site)
-        cached = tail.features(val.x)
-        order, means = _ranking(tail.means(cached))
-        curve = _accuracy_curve(tail, cached, val.y, order, max_drop)
-        count = stopping_point(curve, max_drop)
+        def rule():
+            tail = _Tail(model, site)
+            cached = tail.features(val.x)
+            order, means = _ranking(tail.means(cached))
+            curve = _accuracy_curve(tail, cached, val.y, order, max_drop)
+            return {"order": order, "means": means, "count": stopping_point(curve, max_drop)}
+
+        if cache:
+            args = {"rule": "stopping", "max_drop": max_drop}
+            out = memoized(cache_dir() / "pruning", _curve_key(model, conv, (val,), args), rule,
+                           {"layer": conv, **args})
+        else:
+            out = rule()
+        order, means, count = out["order"], out["means"], out["count"]
     else:
         order, means = rank_channels(model, val, conv)
         count = fraction_to_count(fraction, len(order))
@@ -562,9 +574,26 @@ def _asr_setup(attack: Attack, data: Data, num_classes: int):
     return trig.apply(x), backdoor_labels(y, mode, attack.target, num_classes)
 
 
+#: Part of every cached pruning result's key: bump it when the computation changes, so a fix never
+#: reuses a result of the old code.
+CURVE_VERSION = 1
+
+
+def model_key(model: nn.Module) -> list:
+    """What identifies a model's computation in a result's cache key: its architecture (``repr``),
+    its weights and its channel masks."""
+    return [repr(model), model.state_dict(), channel_masks(model)]
+
+
+def _curve_key(model, layer, parts, args) -> str:
+    return fingerprint("pruning_curve", CURVE_VERSION, *model_key(model), layer,
+                       *[t for d in parts for t in (d.x, d.y)], args, device=model_device(model))
+
+
 def pruning_curve(model: nn.Module, val, test, attack: Attack | None,
                   num_classes: int, layer: str | None = None, asr_data=None,
-                  max_drop: float = DEFAULT_MAX_DROP, progress: bool = True) -> PruningCurve:
+                  max_drop: float = DEFAULT_MAX_DROP, progress: bool = True,
+                  cache: bool = False) -> PruningCurve:
     """Validation accuracy, clean test accuracy and attack success after each of the ``C + 1``
     steps of the pruning defense (0, 1, ..., C channels of conv ``layer`` removed).
 
@@ -572,19 +601,41 @@ def pruning_curve(model: nn.Module, val, test, attack: Attack | None,
     ``test``) exactly as :func:`fplab.metrics.attack_success_rate` does (untargeted:
     ``1 - A_backdoor / A_clean``, with ``A_clean`` on the same images). Each image set goes
     through the network's head once; each step re-runs only the layers after the pruned point.
+    ``cache=True`` stores the curve under ``$FPLAB_CACHE/pruning``, keyed by a hash of the model
+    (architecture, weights, masks), every image set, the attack and the arguments, and reuses it.
     """
     val, test = _check_data("val", val), _check_data("test", test)
-    start = time.perf_counter()
+    asr_data = _check_data("asr_data", asr_data if asr_data is not None else test)
     site = _site(model, layer)
+    if not cache:
+        return _pruning_curve(model, site, val, test, attack, num_classes, asr_data, max_drop,
+                              progress)
+    args = {"attack": attack.spec() if attack is not None else None, "num_classes": num_classes,
+            "max_drop": max_drop}
+    key = _curve_key(model, site.conv, (val, test, asr_data), args)
+
+    def compute():
+        curve = _pruning_curve(model, site, val, test, attack, num_classes, asr_data, max_drop,
+                               progress)
+        return {"rows": curve.table.to_dict("records"), "order": curve.order,
+                "means": curve.means, "stop": curve.stop, "seconds": curve.seconds}
+
+    out = memoized(cache_dir() / "pruning", key, compute, {"layer": site.conv, **args})
+    return PruningCurve(pd.DataFrame(out["rows"]), out["order"], out["means"], site.conv,
+                        out["stop"], max_drop, out["seconds"])
+
+
+def _pruning_curve(model, site, val, test, attack, num_classes, asr_data, max_drop,
+                   progress) -> PruningCurve:
+    start = time.perf_counter()
     tail = _Tail(model, site)
     sets = {"val": (tail.features(val.x), val.y), "test": (tail.features(test.x), test.y)}
     order, means = (_ranking(tail.means(sets["val"][0])) if tail.fast
                     else rank_channels(model, val, site.conv))
     if attack is not None:
-        asr_data = _check_data("asr_data", asr_data if asr_data is not None else test)
         xb, yb = _asr_setup(attack, asr_data, num_classes)
         sets["bd"] = (tail.features(xb), yb)
-        if attack.mode == "untargeted":
+        if attack.mode == "untargeted" and asr_data is not test:
             sets["bd_clean"] = (tail.features(asr_data.x), asr_data.y)
     mask = torch.ones(len(order))
     rows = []
@@ -594,8 +645,8 @@ def pruning_curve(model: nn.Module, val, test, attack: Attack | None,
         acc = {name: tail.accuracy(c, y, mask) for name, (c, y) in sets.items()}
         asr = None
         if attack is not None:
-            if attack.mode == "untargeted":
-                base = acc["bd_clean"]
+            if attack.mode == "untargeted":  # relative to the clean accuracy on the same images
+                base = acc.get("bd_clean", acc["test"])
                 asr = untargeted_effectiveness(base, acc["bd"]) if base > 0 else float("nan")
             else:
                 asr = acc["bd"]
