@@ -50,11 +50,9 @@ from ..defenses import pruning as _pruning
 from ..errors import check_choice
 from ..metrics import accuracy, attack_success_rate
 from ..models import MODELS
-from ..paths import cache_dir
 from ..poison import Attack
-from ..store import fingerprint, memoized
-from ..train import model_device
 from ..zoo import Recipe
+from .memo import measured
 from ..attacks import pruning_aware as _pruning_aware  # noqa: F401  (registers the trainer)
 
 CASES = ("face", "speech", "traffic")
@@ -103,11 +101,6 @@ def _shifted(x: Tensor, pixels: int) -> Tensor:
            for dy in range(-pixels, pixels + 1) for dx in range(-pixels, pixels + 1)]
     return torch.cat(out)
 
-
-
-#: Part of the key of every cached case-study measurement (:meth:`CaseStudy._memo`): bump it when
-#: a measurement's code changes.
-EVAL_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -164,13 +157,8 @@ class CaseStudy:
         return Data(x, torch.full((len(x),), int(self.attack.source), dtype=torch.long))
 
     def _memo(self, tag: str, model, tensors, compute):
-        """``compute()``, cached under ``$FPLAB_CACHE/evaluations`` by a hash of ``tag``, the
-        model (architecture, weights, masks), ``tensors``, the attack and the compute context:
-        measurements a chapter repeats (each re-run, and every chapter that shows the same model)
-        are read back, verified, instead of re-run."""
-        key = fingerprint(tag, EVAL_VERSION, *_pruning.model_key(model), *tensors,
-                          self.attack.spec(), device=model_device(model))
-        return memoized(cache_dir() / "evaluations", key, compute, {"what": tag, "case": self.name})
+        """``compute()``, cached by :func:`fplab.chapters.memo.measured` (with this case's attack)."""
+        return measured(tag, model, (*tensors, self.attack.spec()), compute)
 
     def activation_means(self, model, splits: Splits) -> tuple[Tensor, Tensor]:
         """Mean activation per channel of the last conv layer on the defender's clean validation

@@ -16,6 +16,7 @@ from ..metrics import accuracy, attack_success_rate
 from ..poison import Attack
 from ..train import predict
 from ..triggers import Trigger
+from .memo import measured
 
 # Gu et al. (2017), US -> Swedish signs: clean network / BadNet, clean and triggered accuracy (%)
 PAPER_TRANSFER = {"paper: clean %": [72.7, 74.9], "paper: triggered %": [70.2, 61.6],
@@ -29,11 +30,18 @@ def pct(value: float) -> float:
 
 def transfer_scores(network, task: Splits, trigger: Trigger, epochs: int, seed: int = 0):
     """Retrain ``network``'s fully connected layers on ``task`` (the transfer-learning attack's
-    victim) and return its new-task accuracy (%) on clean and on triggered test images."""
-    adapted = transfer(network, task.train, task.num_classes, epochs=epochs, seed=seed)
+    victim) and return its new-task accuracy (%) on clean and on triggered test images. Cached
+    (:func:`fplab.chapters.memo.measured`)."""
     triggered = trigger.apply(task.test.x)
-    triggered_acc = (adapted(triggered).argmax(1) == task.test.y).float().mean().item()
-    return pct(accuracy(adapted, task.test)), pct(triggered_acc)
+
+    def compute():
+        adapted = transfer(network, task.train, task.num_classes, epochs=epochs, seed=seed)
+        triggered_acc = (adapted(triggered).argmax(1) == task.test.y).float().mean().item()
+        return [pct(accuracy(adapted, task.test)), pct(triggered_acc)]
+
+    parts = (task.train.x, task.train.y, task.test.x, task.test.y, triggered, task.num_classes,
+             epochs, seed)
+    return tuple(measured("transfer_scores", network, parts, compute))
 
 
 def transfer_table(networks: dict, task: Splits, trigger: Trigger, epochs: int,

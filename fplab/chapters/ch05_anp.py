@@ -32,10 +32,10 @@ from torch import nn
 
 from ..data import Data, Splits
 from ..errors import check_choice
-from ..metrics import evaluate
 from ..poison import Attack
 from ..train import seed_everything
 from ..zoo import Recipe, fit, load, register_trainer
+from .memo import evaluate, measured
 from dataclasses import replace
 
 TARGET = 0
@@ -257,10 +257,13 @@ def validation_rule(models: dict, attacks: dict, clean: Data, test: Data, num_cl
                     anp: dict, max_drop: float, seed: int = 0) -> pd.DataFrame:
     """ANP pruned at the threshold chosen on the defender's clean images only
     (:func:`~fplab.defenses.anp.prune_by_validation`): the threshold, neurons pruned, ACC, ASR."""
-    from ..defenses.anp import prune_by_validation
+    from ..defenses.anp import prune_by_threshold, prune_by_validation
     rows = []
     for name, model in models.items():
-        pruned = prune_by_validation(model, masks_for(model, clean, anp, seed), clean, max_drop)
+        masks = masks_for(model, clean, anp, seed)
+        threshold = measured("anp.prune_by_validation", model, (masks.masks, clean.x, clean.y, max_drop),
+                             lambda: prune_by_validation(model, masks, clean, max_drop).threshold)
+        pruned = prune_by_threshold(model, masks, threshold)  # the rule's choice, as it pruned
         r = evaluate(pruned.model, test, attacks[name], num_classes)
         rows.append({"attack": name, "threshold": pruned.threshold, "pruned": pruned.count,
                      "ACC": r["clean_acc"], "ASR": r["asr"]})
@@ -275,7 +278,9 @@ def neuron_sensitivity(models: dict[str, nn.Module], clean: Data, eps_values, ta
     rows = []
     for name, model in models.items():
         for eps in eps_values:
-            r = perturbation_effect(model, clean, eps, target=target, steps=steps, seed=seed)
+            r = measured("anp.perturbation_effect", model, (clean.x, clean.y, eps, target, steps, seed),
+                         lambda: perturbation_effect(model, clean, eps, target=target, steps=steps,
+                                                     seed=seed))
             rows.append({"model": name, "eps": eps, "error": r["error"],
                          "predicted target": r["predicted_target"]})
     return pd.DataFrame(rows)

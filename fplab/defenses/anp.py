@@ -62,7 +62,7 @@ from ..errors import check_choice, check_integer, check_positive, check_range
 from ..metrics import accuracy, attack_success_rate
 from ..models import copy_model
 from ..paths import cache_dir
-from ..store import fingerprint, load_result, save_result
+from ..store import fingerprint, load_result, memoized, save_result
 from ..train import model_device
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -566,15 +566,27 @@ def prune_by_validation(model: nn.Module, masks, val, max_drop: float = 0.02,
 
 
 def pruning_curve(model: nn.Module, masks, data, attack, num_classes: int,
-                  thresholds=None, counts=None) -> pd.DataFrame:
+                  thresholds=None, counts=None, cache: bool = False) -> pd.DataFrame:
     """Clean accuracy and attack success after pruning, over ``thresholds`` (or ``counts``).
 
-    One row per point: threshold (or count), neurons pruned, clean_acc, asr.
+    One row per point: threshold (or count), neurons pruned, clean_acc, asr. ``cache=True``
+    stores the rows under ``$FPLAB_CACHE/anp``, keyed by a hash of the model, the masks, the data,
+    the attack and the points, and reuses them.
     """
     masks = _as_masks(model, masks)
     data = as_data(data, "data")
     if (thresholds is None) == (counts is None):
         raise ValueError("give exactly one of thresholds= or counts=")
+    if cache:
+        from .pruning import model_key
+        points = [float(v) for v in thresholds] if thresholds is not None else [int(v) for v in counts]
+        key = fingerprint("anp.pruning_curve", *model_key(model), masks, data.x, data.y,
+                          attack.spec() if attack is not None else None, num_classes,
+                          "thresholds" if thresholds is not None else "counts", points,
+                          device=model_device(model))
+        rows = memoized(cache_dir() / "anp", key, lambda: pruning_curve(
+            model, masks, data, attack, num_classes, thresholds, counts).to_dict("records"))
+        return pd.DataFrame(rows)
     rows = []
     for value in (thresholds if thresholds is not None else counts):
         result = (prune_by_threshold(model, masks, float(value)) if thresholds is not None
