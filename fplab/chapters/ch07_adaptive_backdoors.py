@@ -41,10 +41,11 @@ from ..defenses.fineprune import fine_prune
 from ..defenses.finetune import DEFAULT_EPOCHS, DEFAULT_LR, fine_tune
 from ..defenses.pruning import DEFAULT_MAX_DROP, prune_by_activation
 from ..errors import check_choice
-from ..metrics import accuracy, evaluate
+from ..metrics import accuracy
 from ..poison import Attack, eligible
 from ..zoo import Recipe, load
 from .ch05_anp import GTSRB10
+from .memo import evaluate, measured
 
 TARGET = 0
 RATE = 0.05
@@ -143,18 +144,26 @@ def anp_defense(model: nn.Module, clean: Data, args: dict, max_drop: float = DEF
     pruned at the largest threshold in 0.05..0.95 whose clean accuracy stays within ``max_drop``
     of the unpruned model's (on the same clean images: the defender has nothing else)."""
     masks = anp_masks(model, clean, seed=seed, cache=True, progress=False, **args)
-    reference = accuracy(model, clean)
-    best, chosen, seen = model, {"threshold": 0.0, "pruned": 0}, {}
-    flat = masks.flat()
-    for threshold in [t / 20 for t in range(1, 20)]:
-        key = tuple((flat < threshold).nonzero().flatten().tolist())
-        if key not in seen:  # a threshold that prunes the same neurons gives the same model
-            pruned = prune_by_threshold(model, masks, threshold)
-            seen[key] = (pruned, accuracy(pruned.model, clean) >= reference - max_drop - 1e-9)
-        pruned, within = seen[key]
-        if within:
-            best, chosen = pruned.model, {"threshold": threshold, "pruned": pruned.count}
-    return best, chosen
+
+    def choose():  # the largest threshold within max_drop (clean images only)
+        reference = accuracy(model, clean)
+        chosen, seen = {"threshold": 0.0, "pruned": 0}, {}
+        flat = masks.flat()
+        for threshold in [t / 20 for t in range(1, 20)]:
+            key = tuple((flat < threshold).nonzero().flatten().tolist())
+            if key not in seen:  # a threshold that prunes the same neurons gives the same model
+                pruned = prune_by_threshold(model, masks, threshold)
+                seen[key] = (pruned.count,
+                             accuracy(pruned.model, clean) >= reference - max_drop - 1e-9)
+            count, within = seen[key]
+            if within:
+                chosen = {"threshold": threshold, "pruned": count}
+        return chosen
+
+    chosen = measured("ch7.anp_threshold", model, (masks.masks, clean.x, clean.y, max_drop), choose)
+    if not chosen["pruned"]:
+        return model, chosen
+    return prune_by_threshold(model, masks, chosen["threshold"]).model, chosen
 
 
 def defend(defense: str, model: nn.Module, clean: Data, profile: str = "fast",
@@ -166,7 +175,7 @@ def defend(defense: str, model: nn.Module, clean: Data, profile: str = "fast",
     if defense == "none":
         out, info = model, {}
     elif defense == "pruning":
-        p = prune_by_activation(model, clean, max_drop=DEFAULT_MAX_DROP)
+        p = prune_by_activation(model, clean, max_drop=DEFAULT_MAX_DROP, cache=True)
         out, info = p.model, {"pruned": len(p.pruned)}
     elif defense == "fine-tuning":
         out, info = fine_tune(model, clean, DEFAULT_EPOCHS, DEFAULT_LR, seed=seed, progress=False,

@@ -33,10 +33,12 @@ def fine_prune(model: nn.Module, val, fraction: float | None = None,
                seed: int = 0, progress: bool = True, **options) -> FinePruned:
     """Prune a copy of ``model`` on clean ``val`` (``fraction``, or the stopping rule with
     ``max_drop``), then fine-tune it on ``val`` for ``epochs`` (``options``, e.g. ``cache``, go to
-    :func:`~fplab.defenses.finetune.fine_tune`). ``model`` is never modified; ``val`` is any input
+    :func:`~fplab.defenses.finetune.fine_tune`, ``cache`` also to :func:`prune_by_activation`).
+    ``model`` is never modified; ``val`` is any input
     :func:`fplab.data.as_data` accepts (read once)."""
     val = as_data(val, "val", purpose="fine-pruning needs the defender's clean images")
-    pruned = prune_by_activation(model, val, fraction=fraction, layer=layer, max_drop=max_drop)
+    pruned = prune_by_activation(model, val, fraction=fraction, layer=layer, max_drop=max_drop,
+                                 cache=options.get("cache", False))
     tuned = fine_tune(pruned.model, val, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
                       progress=progress, **options)
     return FinePruned(tuned, pruned)
