@@ -257,11 +257,12 @@ def validation_rule(models: dict, attacks: dict, clean: Data, test: Data, num_cl
                     anp: dict, max_drop: float, seed: int = 0) -> pd.DataFrame:
     """ANP pruned at the threshold chosen on the defender's clean images only
     (:func:`~fplab.defenses.anp.prune_by_validation`): the threshold, neurons pruned, ACC, ASR."""
-    from ..defenses.anp import prune_by_threshold, prune_by_validation
+    from ..defenses.anp import ANP_VERSION, prune_by_threshold, prune_by_validation
     rows = []
     for name, model in models.items():
         masks = masks_for(model, clean, anp, seed)
-        threshold = measured("anp.prune_by_validation", model, (masks.masks, clean.x, clean.y, max_drop),
+        threshold = measured("anp.prune_by_validation", model,
+                             (ANP_VERSION, masks.masks, clean.x, clean.y, max_drop),
                              lambda: prune_by_validation(model, masks, clean, max_drop).threshold)
         pruned = prune_by_threshold(model, masks, threshold)  # the rule's choice, as it pruned
         r = evaluate(pruned.model, test, attacks[name], num_classes)

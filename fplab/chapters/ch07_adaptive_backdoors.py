@@ -35,7 +35,7 @@ from ..activations import mean_activations, trigger_share
 from ..attacks import adaptive  # noqa: F401  (registers the adaptive trainers)
 from ..attacks import pruning_aware  # noqa: F401  (registers the pruning-aware trainer)
 from ..data import Data, Splits
-from ..defenses.anp import anp_masks, prune_by_threshold
+from ..defenses.anp import ANP_VERSION, anp_masks, prune_by_threshold
 from ..defenses.clp import DEFAULT_U, channel_lipschitz, clp
 from ..defenses.fineprune import fine_prune
 from ..defenses.finetune import DEFAULT_EPOCHS, DEFAULT_LR, fine_tune
@@ -160,7 +160,8 @@ def anp_defense(model: nn.Module, clean: Data, args: dict, max_drop: float = DEF
                 chosen = {"threshold": threshold, "pruned": count}
         return chosen
 
-    chosen = measured("ch7.anp_threshold", model, (masks.masks, clean.x, clean.y, max_drop), choose)
+    chosen = measured("ch7.anp_threshold", model,
+                      (ANP_VERSION, masks.masks, clean.x, clean.y, max_drop), choose)
     if not chosen["pruned"]:
         return model, chosen
     return prune_by_threshold(model, masks, chosen["threshold"]).model, chosen

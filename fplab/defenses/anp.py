@@ -571,7 +571,7 @@ def pruning_curve(model: nn.Module, masks, data, attack, num_classes: int,
 
     One row per point: threshold (or count), neurons pruned, clean_acc, asr. ``cache=True``
     stores the rows under ``$FPLAB_CACHE/anp``, keyed by a hash of the model, the masks, the data,
-    the attack and the points, and reuses them.
+    the attack, the points and :data:`ANP_VERSION`, and reuses them.
     """
     masks = _as_masks(model, masks)
     data = as_data(data, "data")
@@ -580,7 +580,7 @@ def pruning_curve(model: nn.Module, masks, data, attack, num_classes: int,
     if cache:
         from .pruning import model_key
         points = [float(v) for v in thresholds] if thresholds is not None else [int(v) for v in counts]
-        key = fingerprint("anp.pruning_curve", *model_key(model), masks, data.x, data.y,
+        key = fingerprint("anp.pruning_curve", ANP_VERSION, *model_key(model), masks, data.x, data.y,
                           attack.spec() if attack is not None else None, num_classes,
                           "thresholds" if thresholds is not None else "counts", points,
                           device=model_device(model))
