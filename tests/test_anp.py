@@ -219,6 +219,23 @@ def test_pruning_curve(splits):
     assert pruning_curve(model, masks, splits.test, None, 10, counts=[0, 12])["pruned"].tolist() == [0, 12]
 
 
+
+def test_cached_pruning_curve_reads_back_the_computed_table(splits, tmp_path, monkeypatch):
+    monkeypatch.setenv("FPLAB_CACHE", str(tmp_path))
+    model = tiny_model(True)
+    masks = {"1": torch.tensor([0.1, 0.5, 0.19, 0.2]), "5": torch.linspace(0, 1, 8)}
+    atk = Attack("square", target=0, trigger_options={"size": 3})
+    plain = pruning_curve(model, masks, splits.test, atk, 10, thresholds=[0.0, 0.2, 0.5])
+    for _ in range(2):  # computed and stored, then read back
+        cached = pruning_curve(model, masks, splits.test, atk, 10, thresholds=[0.0, 0.2, 0.5],
+                               cache=True)
+        assert cached.equals(plain)
+    assert len(list((tmp_path / "anp").glob("*.pt"))) == 1
+    other = {**masks, "1": torch.tensor([0.3, 0.5, 0.19, 0.2])}  # other masks: another entry
+    pruning_curve(model, other, splits.test, atk, 10, thresholds=[0.0, 0.2, 0.5], cache=True)
+    assert len(list((tmp_path / "anp").glob("*.pt"))) == 2
+
+
 def test_cached_source_model_never_modified(tmp_path, monkeypatch, splits):
     from fplab import zoo
     monkeypatch.setenv("FPLAB_CACHE", str(tmp_path))

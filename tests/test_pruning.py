@@ -7,7 +7,7 @@ from fplab.data import Data, load_dataset
 from fplab.defenses import pruning
 from fplab.models import build_model, copy_model
 from fplab.poison import Attack
-from fplab.train import train
+from fplab.train import predict, train
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,31 @@ def test_cached_stopping_rule_prunes_the_same_channels(model, splits, cache):
         for a, b in zip(cached.model.state_dict().values(), plain.model.state_dict().values()):
             assert torch.equal(a, b)
     assert len(list((cache / "pruning").glob("*.pt"))) == 1
+
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "mnist_cnn_bn"])
+def test_incremental_classifier_curve_equals_the_full_re_run(name, splits, monkeypatch):
+    """The pruned layer reaches a Linear layer through a flatten: each step updates that layer's
+    pre-activation by the pruned channel's term instead of re-running it (``_linear_split``);
+    the curve is the one a full re-run of the classifier per step gives."""
+    model = build_model(name, splits.shape, splits.num_classes, seed=1)
+    train(model, splits.train, epochs=1, lr=3e-3, progress=False)
+    site = pruning._site(model, None)
+    assert pruning._Tail(model, site).linear is not None
+    attack = Attack("square", "untargeted", rate=0.1)
+    fast = pruning.pruning_curve(model, splits.val, splits.test, attack, 10, progress=False)
+    monkeypatch.setattr(pruning, "_linear_split", lambda rest: None)
+    full = pruning.pruning_curve(model, splits.val, splits.test, attack, 10, progress=False)
+    assert fast.table.equals(full.table) and fast.stop == full.stop
+    # a mask far from the last one is computed afresh, one close to it incrementally
+    monkeypatch.undo()
+    tail = pruning._Tail(model, site)
+    cached = tail.features(splits.test.x)
+    for mask in (torch.ones(len(fast.order)), (torch.arange(len(fast.order)) % 2).float(),
+                 torch.ones(len(fast.order))):
+        expected = pruning.set_channel_mask(copy_model(model), (mask == 0).nonzero().flatten())
+        assert torch.equal(tail.predict(cached, mask), predict(expected, splits.test.x))
 
 
 def test_stopping_rule():

@@ -436,17 +436,64 @@ def _split(gm: fx.GraphModule, site: fx.Node, cut: fx.Node) -> tuple[fx.GraphMod
     return fx.GraphModule(gm, head_graph), fx.GraphModule(gm, tail_graph)
 
 
+def _linear_split(rest: fx.GraphModule) -> tuple[nn.Linear, fx.GraphModule] | None:
+    """``(linear, after)`` when ``rest`` (a tail that takes one cached 4-D value) only flattens
+    it (dropout aside) into a ``Linear`` layer: the layer's pre-activation is then a sum of one
+    term per channel, and ``after(z)`` runs the rest of the network on it. ``None`` otherwise."""
+    nodes = list(rest.graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        return None
+    node, flat = inputs[0], False
+    while len(node.users) == 1:
+        user = next(iter(node.users))
+        if user.all_input_nodes != [node]:
+            return None
+        module = rest.get_submodule(user.target) if user.op == "call_module" else None
+        if isinstance(module, nn.Flatten) and not flat and module.start_dim == 1 \
+                and module.end_dim == -1:
+            flat = True
+        elif (user.op == "call_function" and user.target is torch.flatten and not flat
+              and tuple(user.args[1:]) == (1,) and not user.kwargs):
+            flat = True
+        elif isinstance(module, (nn.Dropout, nn.Identity)):
+            pass
+        elif isinstance(module, nn.Linear) and flat:
+            after_nodes = nodes[nodes.index(user) + 1:]
+            if any(a not in after_nodes and a is not user for n in after_nodes
+                   for a in n.all_input_nodes):
+                return None
+            graph, env = fx.Graph(), {}
+            env[user] = graph.placeholder("pre_activation")
+            for n in after_nodes:
+                env[n] = graph.node_copy(n, lambda a: env[a])
+            return module, fx.GraphModule(rest, graph)
+        else:
+            return None
+        node = user
+    return None
+
+
 class _Tail:
     """The network after the pruned point, re-run on cached values (the ``torch.fx`` split), or
-    the whole network with a mask hook per step when the model cannot be split."""
+    the whole network with a mask hook per step when the model cannot be split.
+
+    When the split point feeds a ``Linear`` layer through a flatten (a conv net's classifier), a
+    step does not re-run that layer: its pre-activation ``z = W x + b`` is a sum of one term per
+    channel, kept (in float64) per image set and updated by the terms of the channels whose mask
+    changed since the last step (``z += (m' - m) W_c x_c``); only the layers after it run. One
+    pruning step then costs ``1 / C`` of the layer's full product (a 256-channel traffic network:
+    about 50x faster curves); the logits equal the full re-run's up to float32 rounding."""
 
     def __init__(self, model: nn.Module, site: Site):
         self.model, self.site, self.target = model, site, site.module
         self.device = model_device(model)
         self.fast = site.graph is not None and not self._inlined_hooks()
+        self.linear = None
         if self.fast:
             node = next(n for n in site.graph.graph.nodes if n.name == site.node)
             self.head, self.rest = _split(site.graph, node, _split_point(site.graph, node, model))
+            self.linear = _linear_split(self.rest)
 
     def _inlined_hooks(self) -> bool:
         """Whether a module fx inlines (not called as a leaf) has hooks the split would skip."""
@@ -481,10 +528,38 @@ class _Tail:
         return cached["means"].mean(0)
 
     @torch.no_grad()
+    def _pre_activation(self, cached, mask: Tensor, batch_size: int = 2000) -> Tensor:
+        """The ``Linear`` layer's pre-activation (float64) on ``cached`` with ``mask`` applied,
+        updated from the one kept for the previous mask (see the class docstring)."""
+        linear, (site, *_) = self.linear[0], cached["values"]
+        mask = mask.to(site.device, torch.float64)
+        n, channels = len(site), site.shape[1]
+        weight = linear.weight.detach().to(torch.float64).reshape(linear.out_features, channels, -1)
+        state = cached.get("linear")
+        if state is None or (state["mask"] != mask).sum() > channels // 4:
+            z = torch.empty(n, linear.out_features, dtype=torch.float64, device=site.device)
+            flat_w = (weight * mask[None, :, None]).flatten(1)
+            for i in range(0, n, batch_size):
+                z[i:i + batch_size] = site[i:i + batch_size].flatten(1).double() @ flat_w.T
+            if linear.bias is not None:
+                z += linear.bias.detach().double()
+        else:
+            z = state["z"]
+            for c in (state["mask"] != mask).nonzero().flatten().tolist():
+                change = float(mask[c] - state["mask"][c])
+                z += change * (site[:, c].flatten(1).double() @ weight[:, c].T)
+        cached["linear"] = {"mask": mask.clone(), "z": z}
+        return z
+
+    @torch.no_grad()
     def predict(self, cached, mask: Tensor, batch_size: int = 2000) -> Tensor:
         """Predicted labels (on the CPU) with the channels where ``mask`` is 0 pruned."""
         out = []
-        if self.fast:
+        if self.linear is not None and cached["values"][0][0].numel() == self.linear[0].in_features:
+            z = self._pre_activation(cached, mask).to(self.linear[0].weight.dtype)
+            for i in range(0, len(z), batch_size):
+                out.append(self.linear[1](z[i:i + batch_size]).argmax(1).cpu())
+        elif self.fast:
             site, *rest = cached["values"]
             m = mask.to(site)[None, :, None, None]
             for i in range(0, len(site), batch_size):
@@ -576,7 +651,7 @@ def _asr_setup(attack: Attack, data: Data, num_classes: int):
 
 #: Part of every cached pruning result's key: bump it when the computation changes, so a fix never
 #: reuses a result of the old code.
-CURVE_VERSION = 1
+CURVE_VERSION = 2  # 2: the incremental classifier pre-activation (_Tail)
 
 
 def model_key(model: nn.Module) -> list:
