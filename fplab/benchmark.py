@@ -141,19 +141,15 @@ def benchmark_pruning_curve(profile: str = "fast") -> dict:
         model, source = build_model(recipe.model, splits.shape, splits.num_classes, seed=0), "untrained"
         model.eval()
 
-    def timed():
+    def timed(incremental):
         start = time.perf_counter()
-        curve = pruning.pruning_curve(model, splits.val, splits.test, case.attack,
-                                      splits.num_classes, asr_data=case.asr_data(splits),
-                                      progress=False)
+        curve = pruning._pruning_curve(model, pruning._site(model, None), splits.val, splits.test,
+                                       case.attack, splits.num_classes, case.asr_data(splits),
+                                       pruning.DEFAULT_MAX_DROP, False, incremental)
         return curve, time.perf_counter() - start
 
-    curve, seconds = timed()
-    split, pruning._linear_split = pruning._linear_split, lambda rest: None
-    try:
-        full, full_seconds = timed()
-    finally:
-        pruning._linear_split = split
+    curve, seconds = timed(True)
+    full, full_seconds = timed(False)
     return {"benchmark": "pruning curve (whole last conv layer)", "model": recipe.model,
             "weights": source, "channels": len(curve.order), "steps": len(curve.table),
             "val_images": len(splits.val), "test_images": len(splits.test),

@@ -21,11 +21,9 @@ VERSION = 1
 
 
 def measured(tag: str, model, parts, compute):
-    """``compute()`` (numbers, lists, dicts, tensors), cached by ``tag``, ``model`` (``None``: no
-    model) and ``parts`` (tensors and JSON-able values)."""
-    models = model_key(model) if model is not None else []
-    device = model_device(model) if model is not None else None
-    key = fingerprint(tag, VERSION, *models, *parts, device=device)
+    """``compute()`` (numbers, lists, dicts, tensors), cached by ``tag``, ``model`` and ``parts``
+    (tensors and JSON-able values)."""
+    key = fingerprint(tag, VERSION, *model_key(model), *parts, device=model_device(model))
     return memoized(cache_dir() / "evaluations", key, compute, {"what": tag})
 
 

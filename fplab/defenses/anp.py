@@ -64,6 +64,7 @@ from ..models import copy_model
 from ..paths import cache_dir
 from ..store import fingerprint, load_result, memoized, save_result
 from ..train import model_device
+from .pruning import model_key
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -578,7 +579,6 @@ def pruning_curve(model: nn.Module, masks, data, attack, num_classes: int,
     if (thresholds is None) == (counts is None):
         raise ValueError("give exactly one of thresholds= or counts=")
     if cache:
-        from .pruning import model_key
         points = [float(v) for v in thresholds] if thresholds is not None else [int(v) for v in counts]
         key = fingerprint("anp.pruning_curve", ANP_VERSION, *model_key(model), masks, data.x, data.y,
                           attack.spec() if attack is not None else None, num_classes,

@@ -308,6 +308,22 @@ class Pruned:
         return len(self.pruned) / len(self.order)
 
 
+#: Part of every cached pruning result's key: bump it when the computation changes, so a fix never
+#: reuses a result of the old code.
+CURVE_VERSION = 2  # 2: the incremental classifier pre-activation (_Tail)
+
+
+def model_key(model: nn.Module) -> list:
+    """What identifies a model's computation in a result's cache key: its architecture (``repr``),
+    its weights and its channel masks."""
+    return [repr(model), model.state_dict(), channel_masks(model)]
+
+
+def _curve_key(model, layer, parts, args) -> str:
+    return fingerprint("pruning_curve", CURVE_VERSION, *model_key(model), layer,
+                       *[t for d in parts for t in (d.x, d.y)], args, device=model_device(model))
+
+
 def prune_by_activation(model: nn.Module, val, fraction: float | None = None,
                         layer: str | None = None, max_drop: float = DEFAULT_MAX_DROP,
                         physical: bool = False, cache: bool = False) -> Pruned:
@@ -483,9 +499,10 @@ class _Tail:
     channel, kept (in float64) per image set and updated by the terms of the channels whose mask
     changed since the last step (``z += (m' - m) W_c x_c``); only the layers after it run. One
     pruning step then costs ``1 / C`` of the layer's full product (a 256-channel traffic network:
-    about 50x faster curves); the logits equal the full re-run's up to float32 rounding."""
+    about 50x faster curves); the logits equal the full re-run's up to float32 rounding.
+    ``incremental=False`` re-runs the classifier at every step (the benchmark's comparison)."""
 
-    def __init__(self, model: nn.Module, site: Site):
+    def __init__(self, model: nn.Module, site: Site, incremental: bool = True):
         self.model, self.site, self.target = model, site, site.module
         self.device = model_device(model)
         self.fast = site.graph is not None and not self._inlined_hooks()
@@ -493,7 +510,8 @@ class _Tail:
         if self.fast:
             node = next(n for n in site.graph.graph.nodes if n.name == site.node)
             self.head, self.rest = _split(site.graph, node, _split_point(site.graph, node, model))
-            self.linear = _linear_split(self.rest)
+            if incremental:
+                self.linear = _linear_split(self.rest)
 
     def _inlined_hooks(self) -> bool:
         """Whether a module fx inlines (not called as a leaf) has hooks the split would skip."""
@@ -534,9 +552,9 @@ class _Tail:
         linear, (site, *_) = self.linear[0], cached["values"]
         mask = mask.to(site.device, torch.float64)
         n, channels = len(site), site.shape[1]
-        weight = linear.weight.detach().to(torch.float64).reshape(linear.out_features, channels, -1)
         state = cached.get("linear")
         if state is None or (state["mask"] != mask).sum() > channels // 4:
+            weight = linear.weight.detach().to(torch.float64).reshape(linear.out_features, channels, -1)
             z = torch.empty(n, linear.out_features, dtype=torch.float64, device=site.device)
             flat_w = (weight * mask[None, :, None]).flatten(1)
             for i in range(0, n, batch_size):
@@ -544,11 +562,11 @@ class _Tail:
             if linear.bias is not None:
                 z += linear.bias.detach().double()
         else:
-            z = state["z"]
+            z, weight = state["z"], state["weight"]
             for c in (state["mask"] != mask).nonzero().flatten().tolist():
                 change = float(mask[c] - state["mask"][c])
                 z += change * (site[:, c].flatten(1).double() @ weight[:, c].T)
-        cached["linear"] = {"mask": mask.clone(), "z": z}
+        cached["linear"] = {"mask": mask.clone(), "z": z, "weight": weight}
         return z
 
     @torch.no_grad()
@@ -649,22 +667,6 @@ def _asr_setup(attack: Attack, data: Data, num_classes: int):
     return trig.apply(x), backdoor_labels(y, mode, attack.target, num_classes)
 
 
-#: Part of every cached pruning result's key: bump it when the computation changes, so a fix never
-#: reuses a result of the old code.
-CURVE_VERSION = 2  # 2: the incremental classifier pre-activation (_Tail)
-
-
-def model_key(model: nn.Module) -> list:
-    """What identifies a model's computation in a result's cache key: its architecture (``repr``),
-    its weights and its channel masks."""
-    return [repr(model), model.state_dict(), channel_masks(model)]
-
-
-def _curve_key(model, layer, parts, args) -> str:
-    return fingerprint("pruning_curve", CURVE_VERSION, *model_key(model), layer,
-                       *[t for d in parts for t in (d.x, d.y)], args, device=model_device(model))
-
-
 def pruning_curve(model: nn.Module, val, test, attack: Attack | None,
                   num_classes: int, layer: str | None = None, asr_data=None,
                   max_drop: float = DEFAULT_MAX_DROP, progress: bool = True,
@@ -701,9 +703,9 @@ def pruning_curve(model: nn.Module, val, test, attack: Attack | None,
 
 
 def _pruning_curve(model, site, val, test, attack, num_classes, asr_data, max_drop,
-                   progress) -> PruningCurve:
+                   progress, incremental: bool = True) -> PruningCurve:
     start = time.perf_counter()
-    tail = _Tail(model, site)
+    tail = _Tail(model, site, incremental)
     sets = {"val": (tail.features(val.x), val.y), "test": (tail.features(test.x), test.y)}
     order, means = (_ranking(tail.means(sets["val"][0])) if tail.fast
                     else rank_channels(model, val, site.conv))
