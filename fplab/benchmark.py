@@ -317,21 +317,63 @@ def anp_throughput(model_name: str = "traffic_cnn_bn", in_shape=(3, 32, 32), num
         for name, (fn, extra) in runs.items():
             best[name] = max(best[name], timed(fn, **extra))
     ours, ref, variant = best["ours"], best["ref"], best["variant"]
+    flop = anp_flop_per_iteration(model, data, **kw)
     return {"model": model_name, "device": device, "threads": torch.get_num_threads(),
             "batch_size": batch_size, "iterations": iterations,
             "anp_it_per_s": round(ours, 2), "anp_fplab_mode_it_per_s": round(variant, 2),
             "original_loop_it_per_s": round(ref, 2), "speedup": round(ours / ref, 2),
-            "seconds_for_2000_iterations": round(2000 / ours, 1)}
+            "seconds_for_2000_iterations": round(2000 / ours, 1),
+            "gflop_per_iteration": round(flop / 1e9, 2),
+            "achieved_gflop_per_s": round(flop * ours / 1e9, 1)}
+
+
+def anp_flop_per_iteration(model: nn.Module, data: Data, iterations: int = 5, **kw) -> float:
+    """Floating-point operations of one iteration of :func:`anp_masks` (its convolutions and
+    matrix products, as ``torch.utils.flop_counter`` counts them: the work no implementation of
+    the algorithm can skip; the element-wise layers are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        anp_masks(model, data, **{**kw, "iterations": iterations}, progress=False)
+    return counter.get_total_flops() / iterations
+
+
+def matmul_peak(size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
+    """FLOP/s of a large float32 matrix product on ``device`` at the current thread count: the
+    most this machine's BLAS gets out of its cores, an upper bound for any convolution."""
+    a = torch.rand(size, size, device=device)
+    b = torch.rand(size, size, device=device)
+    best = 0.0
+    for _ in range(3):
+        a @ b  # warm-up and best of 3
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * size ** 3 * repeats / (time.perf_counter() - start))
+    return best
 
 
 def benchmark_anp(iterations: int = 30) -> dict:
     """``python -m fplab benchmark``: ANP mask-optimisation throughput (iterations/s) of this
     implementation and of the original's loop, in the same run, and their ratio: for the fast
     profile's CNN on the CPU (target: >= 2x the original loop; 2000 iterations <= 45 s) and, when
-    a GPU is present, for the ANP code's ResNet-18 at batch 128 (target: 2000 iterations <= 60 s)."""
+    a GPU is present, for the ANP code's ResNet-18 at batch 128 (target: 2000 iterations <= 60 s).
+
+    Beside the times, the work: the FLOPs of one iteration (three forward and two backward
+    passes of the network at batch 128, the algorithm's own arithmetic), the rate achieved, and
+    the time 2000 iterations would take if every FLOP ran at the speed of a large matrix product
+    (:func:`matmul_peak`): a lower bound for any implementation of the loop on this machine."""
     out = {}
     cpu = anp_throughput("traffic_cnn_bn", (3, 32, 32), iterations=iterations, device="cpu")
     out.update({f"cpu traffic_cnn_bn {k}": v for k, v in cpu.items() if k not in ("model", "device")})
+    # the arithmetic bound: 2000 iterations' FLOPs at the speed of a large matrix product
+    peak = matmul_peak()
+    out["cpu matmul_peak_gflop_per_s"] = round(peak / 1e9, 1)
+    out["cpu traffic_cnn_bn seconds_for_2000_iterations_at_matmul_peak"] = round(
+        2000 * cpu["gflop_per_iteration"] * 1e9 / peak, 1)
     if torch.cuda.is_available():
         gpu = anp_throughput("resnet18", (3, 32, 32), iterations=max(iterations, 50), device="cuda")
         out.update({f"cuda resnet18 {k}": v for k, v in gpu.items() if k not in ("model", "device")})
