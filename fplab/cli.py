@@ -104,17 +104,32 @@ def _measure(case, recipe, cache) -> dict:
     """Clean accuracy and attack success of ``recipe``'s model: the case study's own evaluation,
     or (``case=None``) on the recipe's test split with its own attack."""
     from . import zoo
-    from .metrics import accuracy, attack_success_rate
     splits = case.splits() if case is not None else recipe.splits()
     model = zoo.load(recipe, cache=cache, splits=splits).model
     if case is not None:
-        scores = case.evaluate(model, splits)
-    else:
-        scores = {"clean_acc": accuracy(model, splits.test)}
-        attack = recipe.get_attack()
-        if attack is not None:
-            scores["asr"] = attack_success_rate(model, splits.test, attack, splits.num_classes)
+        return {k: round(v, 4) for k, v in case.evaluate(model, splits).items()}
+    return _scores(model, recipe, splits)
+
+
+def _scores(model, recipe, splits) -> dict:
+    """Clean accuracy on ``recipe``'s test split and, for a poisoned recipe, its attack's success."""
+    from .metrics import accuracy, attack_success_rate
+    scores = {"clean_acc": accuracy(model, splits.test)}
+    attack = recipe.get_attack()
+    if attack is not None:
+        scores["asr"] = attack_success_rate(model, splits.test, attack, splits.num_classes)
     return {k: round(v, 4) for k, v in scores.items()}
+
+
+def _results_models():
+    """``[(label, recipe, folder)]``: the trained models the results snapshot ships
+    (``fplab/results/zoo``: chapter 1's networks, chapter 2's contrast cases) beside
+    ``fplab/weights``. They are shipped weights too, so ``retrain-shipped`` retrains them."""
+    import json
+    from .store import SHIPPED_RESULTS
+    from .zoo import Recipe
+    return [(f"results/{m.parent.name}", Recipe(**json.loads(m.read_text())["recipe"]), m.parent)
+            for m in sorted((SHIPPED_RESULTS / "zoo").glob("*/manifest.json"))]
 
 
 def _selected(only, label: str, key: str) -> bool:
@@ -191,7 +206,9 @@ def ship_weights(args) -> None:
 
 def retrain_shipped(args) -> bool:
     """Retrain every shipped model (or the ``--only`` keys) from its recipe in a fresh cache and
-    report whether it reaches the shipped clean accuracy and attack success within 1 point."""
+    report whether it reaches the shipped clean accuracy and attack success within 1 point: the
+    models of ``fplab/weights``, the models the results snapshot ships (``fplab/results/zoo``)
+    and the shipped capacity map."""
     import tempfile
     from . import zoo
     ok = True
@@ -213,10 +230,32 @@ def retrain_shipped(args) -> bool:
                 print(f"{label} {recipe.recipe_hash()}: shipped {entry['measured']}, "
                       f"retrained {again} -> {'same within 1 point' if same else 'DIFFERENT'}"
                       f" ({'bit-identical weights' if identical else 'other weights'})")
+            ok &= _retrain_results_models(args.only)
             ok &= _recompute_shipped_maps(args.only)
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return ok
+
+
+def _retrain_results_models(only) -> bool:
+    """Retrain each model of the results snapshot (:func:`_results_models`) into the current
+    ``$FPLAB_CACHE`` and compare its clean accuracy and attack success with the shipped model's,
+    measured now on the same data, within 1 point (the caller has switched shipped files off)."""
+    from . import zoo
+    ok = True
+    for label, recipe, folder in _results_models():
+        if not _selected(only, label, folder.name):
+            continue
+        splits = recipe.splits()
+        shipped = _scores(zoo.entry_model(folder), recipe, splits)
+        again = _scores(zoo.load(recipe, splits=splits).model, recipe, splits)
+        same = all(abs(again[k] - shipped[k]) <= 0.01 + 1e-9 for k in again)
+        ok &= same
+        identical = _same_tensors(zoo.entry_dir(recipe) / "model.pt", folder / "model.pt")
+        print(f"{label}: shipped {shipped}, retrained {again} -> "
+              f"{'same within 1 point' if same else 'DIFFERENT'}"
+              f" ({'bit-identical weights' if identical else 'other weights'})")
     return ok
 
 
@@ -326,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
                    "(ANP masks, fine-tuned weights) into fplab/results (with their SHA-256)")
     p = sub.add_parser("retrain-shipped", help="retrain every shipped model from its recipe and "
                        "check it reaches the same clean accuracy and attack success (1 point)")
-    p.add_argument("--only", nargs="*", help="keys or case/kind names, e.g. speech/clean")
+    p.add_argument("--only", nargs="*", help="keys or labels, e.g. speech/clean, ch07/ANP-aware, "
+                   "results/085dc6b1288c79f7 (a model of fplab/results/zoo), capacity")
     p = sub.add_parser("_measure")
     p.add_argument("path")
     p.add_argument("parameters")

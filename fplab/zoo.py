@@ -237,6 +237,20 @@ def load(recipe: Recipe, root=None, cache=None, splits: Splits | None = None,
         return _load(recipe, root, cache, splits, device)
 
 
+def entry_model(folder: Path, manifest: dict | None = None) -> nn.Module:
+    """The network stored in zoo entry ``folder`` (a cache entry, or one the package ships), on
+    the CPU in eval mode: built from its manifest's architecture, the weights read
+    ``weights_only`` after their SHA-256 is checked against the manifest's."""
+    manifest = manifest if manifest is not None else _manifest(Path(folder))
+    if manifest is None:
+        raise FileNotFoundError(f"{folder} holds no zoo entry (no manifest.json)")
+    state = verified_load(Path(folder) / "model.pt", manifest["sha256"])
+    arch = manifest["architecture"]
+    model = build_model(arch["model"], arch["in_shape"], arch["num_classes"])
+    model.load_state_dict(state)
+    return model.eval()
+
+
 def _load(recipe: Recipe, root, cache, splits: Splits | None, device) -> ZooModel:
     check_choice("kind", recipe.kind, sorted(_TRAINERS))
     device = torch.device(device) if device is not None else default_device()
@@ -246,11 +260,7 @@ def _load(recipe: Recipe, root, cache, splits: Splits | None, device) -> ZooMode
             shipped_entry_files(folder), last="manifest.json")):
         manifest = _manifest(folder)
     if manifest is not None:
-        state = verified_load(folder / "model.pt", manifest["sha256"])
-        arch = manifest["architecture"]
-        model = build_model(arch["model"], arch["in_shape"], arch["num_classes"])
-        model.load_state_dict(state)
-        model.to(device).eval()
+        model = entry_model(folder, manifest).to(device)
         return ZooModel(model, recipe, folder / "model.pt", manifest["sha256"], False,
                         manifest["train_seconds"])
     splits = splits or recipe.splits(root)

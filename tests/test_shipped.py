@@ -1,6 +1,7 @@
 """Shipped weights (issue 8): installed into the cache only when every file matches its SHA-256,
-and (marked ``retrain``) the quickest shipped model trained on this kind of processor retrains
-from its recipe to the same clean accuracy and attack success within 1 point."""
+and (marked ``retrain``) the quickest shipped model trained on this kind of processor, and the
+quickest MNIST model of the results snapshot, retrain from their recipes to the same clean
+accuracy and attack success within 1 point."""
 
 import json
 import shutil
@@ -94,3 +95,19 @@ def test_the_shipped_capacity_map_is_used_verified_and_refused_when_tampered(mon
                         lambda: {key: {**entry, "files": {capacity.MAP_FILE: "0" * 64}}})
     with pytest.raises(IntegrityError):
         capacity.capacity_map(recipe, grid["widths"], grid["epochs"], progress=False)
+
+
+@pytest.mark.retrain
+def test_a_model_of_the_results_snapshot_retrains_to_the_same_numbers(cache, capsys):
+    """The results snapshot ships trained models too (``fplab/results/zoo``: chapter 1's networks,
+    chapter 2's contrast cases); ``retrain-shipped`` covers them. CI retrains the quickest MNIST one
+    (10,000 test digits: a point is 100 of them, so the 1-point check is not a coin toss)."""
+    from fplab.cli import _results_models, retrain_shipped
+    from types import SimpleNamespace
+    models = [(json.loads((folder / "manifest.json").read_text())["train_seconds"], label)
+              for label, recipe, folder in _results_models() if recipe.dataset == "mnist"]
+    if not models:
+        pytest.skip("the results snapshot ships no MNIST model")
+    label = min(models)[1]
+    assert retrain_shipped(SimpleNamespace(only=[label]))
+    assert f"{label}: shipped" in capsys.readouterr().out  # it was retrained, not skipped
