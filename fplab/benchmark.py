@@ -337,21 +337,17 @@ def anp_flop_per_iteration(model: nn.Module, data: Data, iterations: int = 5, **
     return counter.get_total_flops() / iterations
 
 
-def matmul_peak(size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
-    """FLOP/s of a large float32 matrix product on ``device`` at the current thread count: the
-    most this machine's BLAS gets out of its cores, an upper bound for any convolution."""
-    a = torch.rand(size, size, device=device)
-    b = torch.rand(size, size, device=device)
+def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large float32 matrix product on the CPU at the current thread count (best of
+    3 after a warm-up): the most this machine's BLAS gets out of its cores, an upper bound for
+    any convolution."""
+    a, b = torch.rand(size, size), torch.rand(size, size)
+    a @ b
     best = 0.0
     for _ in range(3):
-        a @ b  # warm-up and best of 3
-        if device == "cuda":
-            torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
         best = max(best, 2 * size ** 3 * repeats / (time.perf_counter() - start))
     return best
 

@@ -112,13 +112,11 @@ def _measure(case, recipe, cache) -> dict:
 
 
 def _scores(model, recipe, splits) -> dict:
-    """Clean accuracy on ``recipe``'s test split and, for a poisoned recipe, its attack's success."""
-    from .metrics import accuracy, attack_success_rate
-    scores = {"clean_acc": accuracy(model, splits.test)}
-    attack = recipe.get_attack()
-    if attack is not None:
-        scores["asr"] = attack_success_rate(model, splits.test, attack, splits.num_classes)
-    return {k: round(v, 4) for k, v in scores.items()}
+    """Clean accuracy on ``recipe``'s test split and, for a poisoned recipe, its attack's success
+    (:func:`fplab.metrics.evaluate`, rounded; no ``asr`` for a clean recipe)."""
+    from .metrics import evaluate
+    scores = evaluate(model, splits.test, recipe.get_attack(), splits.num_classes)
+    return {k: round(v, 4) for k, v in scores.items() if v is not None}
 
 
 def _results_models():
@@ -221,15 +219,9 @@ def retrain_shipped(args) -> bool:
                 entry = zoo.shipped_entries().get(recipe.recipe_hash())
                 if entry is None or not _selected(args.only, label, recipe.recipe_hash()):
                     continue
-                again = _measure(case, recipe, None)
-                diff = {k: abs(again[k] - entry["measured"][k]) for k in again}
-                same = all(d <= 0.01 + 1e-9 for d in diff.values())
-                ok &= same
-                identical = _same_tensors(zoo.entry_dir(recipe) / "model.pt",
-                                          zoo.SHIPPED_DIR / recipe.recipe_hash() / "model.pt")
-                print(f"{label} {recipe.recipe_hash()}: shipped {entry['measured']}, "
-                      f"retrained {again} -> {'same within 1 point' if same else 'DIFFERENT'}"
-                      f" ({'bit-identical weights' if identical else 'other weights'})")
+                ok &= _compare(f"{label} {recipe.recipe_hash()}", entry["measured"],
+                               _measure(case, recipe, None), zoo.entry_dir(recipe),
+                               zoo.SHIPPED_DIR / recipe.recipe_hash())
             ok &= _retrain_results_models(args.only)
             ok &= _recompute_shipped_maps(args.only)
     finally:
@@ -248,15 +240,21 @@ def _retrain_results_models(only) -> bool:
         if not _selected(only, label, folder.name):
             continue
         splits = recipe.splits()
-        shipped = _scores(zoo.entry_model(folder), recipe, splits)
-        again = _scores(zoo.load(recipe, splits=splits).model, recipe, splits)
-        same = all(abs(again[k] - shipped[k]) <= 0.01 + 1e-9 for k in again)
-        ok &= same
-        identical = _same_tensors(zoo.entry_dir(recipe) / "model.pt", folder / "model.pt")
-        print(f"{label}: shipped {shipped}, retrained {again} -> "
-              f"{'same within 1 point' if same else 'DIFFERENT'}"
-              f" ({'bit-identical weights' if identical else 'other weights'})")
+        ok &= _compare(label, _scores(zoo.entry_model(folder), recipe, splits),
+                       _scores(zoo.load(recipe, splits=splits).model, recipe, splits),
+                       zoo.entry_dir(recipe), folder)
     return ok
+
+
+def _compare(name: str, shipped: dict, again: dict, retrained: Path, original: Path) -> bool:
+    """Print and return whether the retrained model's scores are within 1 point of the shipped
+    ones; say whether the two entry folders' weights are bit-identical."""
+    same = all(abs(again[k] - shipped[k]) <= 0.01 + 1e-9 for k in again)
+    identical = _same_tensors(retrained / "model.pt", original / "model.pt")
+    print(f"{name}: shipped {shipped}, retrained {again} -> "
+          f"{'same within 1 point' if same else 'DIFFERENT'}"
+          f" ({'bit-identical weights' if identical else 'other weights'})")
+    return same
 
 
 def _same_tensors(a: Path, b: Path) -> bool:
