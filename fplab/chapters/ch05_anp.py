@@ -20,7 +20,12 @@ and 0.02; fine-pruning (chapter 4); ANP. Profiles: ``fast`` is ten GTSRB classes
 offline stand-in for CIFAR-10: 2,314 training, 626 held-out-track validation, 600 test images)
 with ``traffic_cnn_bn`` (three conv + BatchNorm blocks of 16, 32, 64 channels, fc 128), which
 trains in about a minute on a CPU; ``full`` is CIFAR-10 with the ANP code's ResNet-18
-(post-activation, 20 BatchNorm layers), which needs the dataset and a GPU. The MNIST corner case
+(post-activation, 20 BatchNorm layers), which needs the dataset and a GPU. Both train as the ANP
+code's ``train_backdoor_cifar.py`` does, scaled to the data: SGD with momentum 0.9, weight decay
+5e-4, batch 128, random shifts of up to 4 pixels (its ``RandomCrop(32, padding=4)``; no
+horizontal flips: they would mirror a traffic sign; the full profile leaves them out too), at a constant lr
+0.01 (the original: lr 0.1 for 200 epochs, divided by 10 at epochs 100 and 150), for 40 epochs
+(fast: 720 steps on 2,314 images) or 60 (full). The MNIST corner case
 (:func:`mnist_corner_case`) shows where ANP cannot see.
 """
 
@@ -51,7 +56,8 @@ GTSRB10 = [4, 9, 25, 13, 17, 27, 3, 21, 2, 20]
 
 SETTINGS = {
     "fast": {"dataset": "gtsrb", "classes": GTSRB10, "model": "traffic_cnn_bn", "sizes": None,
-             "train": {"epochs": 20, "lr": 1e-3, "batch_size": 64},
+             "train": {"epochs": 40, "lr": 0.01, "batch_size": 128, "optimizer": "sgd",
+                       "momentum": 0.9, "weight_decay": 5e-4, "shift": 4},
              "patch": 3, "margin": 0, "blend_alpha": 0.2, "sig_amplitude": 20 / 255,
              "sig_test_amplitude": 20 / 255, "clb_eps": 16 / 255, "warp_strength": 0.5,
              "warp_grid": 4},
@@ -376,11 +382,14 @@ def expectations(table: pd.DataFrame, excluded, sweep: pd.DataFrame, threshold: 
                             drops["ANP ASR"] > max(drops["FP ASR"], drops["FT lr=0.01 ASR"]),
                             f"ANP {drops['ANP ASR']:.1f}, FP {drops['FP ASR']:.1f}, "
                             f"FT {drops['FT lr=0.01 ASR']:.1f} points", "ANP 96.4, FP 76.3, FT 85.2 points"))
+    # The paper's claim is that ANP still *works* with few clean images: an attack left at 100%
+    # by every image count is insensitive too, but not what the paper shows.
     n = sweep[sweep["parameter"] == "n_clean"]
     spread = 100 * (n["ASR"].max() - n["ASR"].min())
     rows.append(expectation(
         f"insensitive to the number of clean images ({int(n['value'].min())} to "
-        f"{int(n['value'].max())}: ASR after ANP within 5 points)", spread <= 5,
+        f"{int(n['value'].max())}: ASR after ANP within 5 points, and under 6% as in the paper)",
+        spread <= 5 and 100 * n["ASR"].max() < 6,
         f"ASR {100 * n['ASR'].min():.1f}% to {100 * n['ASR'].max():.1f}% ({spread:.1f} points)",
         "ASR < 6% from 50 images up"))
     return rows
