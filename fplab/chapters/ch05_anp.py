@@ -25,7 +25,7 @@ code's ``train_backdoor_cifar.py`` does, scaled to the data: SGD with momentum 0
 5e-4, batch 128, random shifts of up to 4 pixels (its ``RandomCrop(32, padding=4)``; no
 horizontal flips: they would mirror a traffic sign; the full profile leaves them out too), at a constant lr
 0.01 (the original: lr 0.1 for 200 epochs, divided by 10 at epochs 100 and 150), for 40 epochs
-(fast: 720 steps on 2,314 images) or 60 (full). The MNIST corner case
+(fast: 760 steps on 2,314 images) or 60 (full). The MNIST corner case
 (:func:`mnist_corner_case`) shows where ANP cannot see.
 """
 
