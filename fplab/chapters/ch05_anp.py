@@ -21,11 +21,12 @@ offline stand-in for CIFAR-10: 2,314 training, 626 held-out-track validation, 60
 with ``traffic_cnn_bn`` (three conv + BatchNorm blocks of 16, 32, 64 channels, fc 128), which
 trains in about a minute on a CPU; ``full`` is CIFAR-10 with the ANP code's ResNet-18
 (post-activation, 20 BatchNorm layers), which needs the dataset and a GPU. Both train as the ANP
-code's ``train_backdoor_cifar.py`` does, scaled to the data: SGD with momentum 0.9, weight decay
-5e-4, batch 128, random shifts of up to 4 pixels (its ``RandomCrop(32, padding=4)``; no
-horizontal flips: they would mirror a traffic sign; the full profile leaves them out too), at a constant lr
-0.01 (the original: lr 0.1 for 200 epochs, divided by 10 at epochs 100 and 150), for 40 epochs
-(fast: 760 steps on 2,314 images) or 60 (full). The MNIST corner case
+code's ``train_backdoor_cifar.py`` does, scaled to the data (:data:`ANP_TRAIN`): SGD with
+momentum 0.9, weight decay 5e-4, batch 128, random shifts of up to 4 pixels (its
+``RandomCrop(32, padding=4)``; no horizontal flips: they would mirror a traffic sign, and the
+full profile leaves them out too), at a constant lr 0.01 (the original: lr 0.1 for 200 epochs,
+divided by 10 at epochs 100 and 150), for 40 epochs (fast: 760 steps on 2,314 images) or 60
+(full). The MNIST corner case
 (:func:`mnist_corner_case`) shows where ANP cannot see.
 """
 
@@ -54,19 +55,20 @@ ATTACKS = ("BadNets", "Blend", "SIG", "CLB", "WaNet")
 #: the target, is "speed 70").
 GTSRB10 = [4, 9, 25, 13, 17, 27, 3, 21, 2, 20]
 
+#: The ANP code's training (``train_backdoor_cifar.py``: SGD, momentum 0.9, weight decay 5e-4,
+#: batch 128, random crops as shifts of up to 4 pixels), at a constant lr 0.01; both profiles.
+ANP_TRAIN = {"lr": 0.01, "batch_size": 128, "optimizer": "sgd", "momentum": 0.9,
+             "weight_decay": 5e-4, "shift": 4}
+#: Each attack's strength (its own paper's, as the ANP benchmark used it); both profiles.
+STRENGTHS = {"patch": 3, "margin": 0, "blend_alpha": 0.2, "sig_amplitude": 20 / 255,
+             "sig_test_amplitude": 20 / 255, "clb_eps": 16 / 255, "warp_strength": 0.5,
+             "warp_grid": 4}
+
 SETTINGS = {
     "fast": {"dataset": "gtsrb", "classes": GTSRB10, "model": "traffic_cnn_bn", "sizes": None,
-             "train": {"epochs": 40, "lr": 0.01, "batch_size": 128, "optimizer": "sgd",
-                       "momentum": 0.9, "weight_decay": 5e-4, "shift": 4},
-             "patch": 3, "margin": 0, "blend_alpha": 0.2, "sig_amplitude": 20 / 255,
-             "sig_test_amplitude": 20 / 255, "clb_eps": 16 / 255, "warp_strength": 0.5,
-             "warp_grid": 4},
+             "train": {**ANP_TRAIN, "epochs": 40}, **STRENGTHS},
     "full": {"dataset": "cifar10", "classes": None, "model": "resnet18", "sizes": None,
-             "train": {"epochs": 60, "lr": 0.01, "batch_size": 128, "optimizer": "sgd",
-                       "momentum": 0.9, "weight_decay": 5e-4, "shift": 4},
-             "patch": 3, "margin": 0, "blend_alpha": 0.2, "sig_amplitude": 20 / 255,
-             "sig_test_amplitude": 20 / 255, "clb_eps": 16 / 255, "warp_strength": 0.5,
-             "warp_grid": 4},
+             "train": {**ANP_TRAIN, "epochs": 60}, **STRENGTHS},
 }
 
 #: The paper's Table 1 (CIFAR-10, ResNet-18): ACC / ASR in % after each defense.
