@@ -443,3 +443,30 @@ def test_full_profile_path_on_a_tiny_cifar_shaped_set(tmp_path, monkeypatch):
     assert len(result.flat()) == 4800 and same_state(model, state)
     pruned = prune_by_threshold(model, result, 0.2)
     assert pruned.model(data.x[:2]).shape == (2, 10)
+
+
+def test_deep_section_table_and_verdict(splits, monkeypatch, cache):
+    """Chapter 5's deeper-network section: the recipe, one ANP run read at several iteration
+    counts (each row from that count's recorded masks), and the expectation's verdict both ways."""
+    import pandas as pd
+    from fplab.chapters import ch05_anp as ch
+    r = ch.deep_recipe("BadNets", "full", splits=splits)
+    assert (r.model, r.train) == (ch.DEEP["model"], ch.DEEP["train"])
+    assert r.attack == ch.recipe("BadNets", "full", splits=splits).attack
+    monkeypatch.setattr(ch, "DEEP_ITERATIONS", (1, 3))
+    model, data = tiny_model(True), splits.val.subset(torch.arange(32))
+    atk = Attack("checkerboard", "all_to_one", 0, 0.1)
+    run = ch.deep_masks(model, data, {"batch_size": 8, "lr": 2.0})
+    assert run.iterations == 3 and sorted(run.history) == [1, 3]
+    deep = ch.deep_table({"BadNets": model}, {"BadNets": atk}, {"BadNets": run}, data, data,
+                         10, threshold=0.5, max_drop=1.0)
+    assert list(deep.index) == [("BadNets", 1), ("BadNets", 3)]
+    for it in (1, 3):
+        assert deep.loc[("BadNets", it), "pruned"] == prune_by_threshold(model, run.history[it],
+                                                                         0.5).count
+    assert (deep["rule threshold"] == max(anp_module.THRESHOLDS)).all()  # max_drop 1: all allowed
+    monkeypatch.setattr(ch, "DEEP_ITERATIONS", (2000,))
+    row = {"before ACC": 0.92, "before ASR": 1.0, "ACC": 0.90, "ASR": 0.04}
+    verdict = lambda **kw: ch.deep_expectation(pd.DataFrame(
+        [{**row, **kw}], index=pd.MultiIndex.from_tuples([("BadNets", 2000)])))["holds"]
+    assert verdict() and not verdict(ASR=0.05) and not verdict(ACC=0.889)

@@ -57,7 +57,9 @@ def test_shipped_manifest_lists_existing_files():
             assert (zoo.SHIPPED_DIR / key / name).exists(), (key, name)
     files = zoo.SHIPPED_DIR.rglob("*") if zoo.SHIPPED_DIR.exists() else []
     total = sum(p.stat().st_size for p in files if p.is_file())
-    assert total < 40 * 2**20  # 30 small networks; the repository stays a quick clone
+    # 31 small networks and a map (two quarter-width ResNet-18s for chapter 5, 2.9 MB each):
+    # the repository stays a quick clone
+    assert total < 48 * 2**20
 
 
 @pytest.mark.retrain

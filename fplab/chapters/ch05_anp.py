@@ -26,8 +26,9 @@ momentum 0.9, weight decay 5e-4, batch 128, random shifts of up to 4 pixels (its
 ``RandomCrop(32, padding=4)``; no horizontal flips: they would mirror a traffic sign, and the
 full profile leaves them out too), at a constant lr 0.01 (the original: lr 0.1 for 200 epochs,
 divided by 10 at epochs 100 and 150), for 40 epochs (fast: 760 steps on 2,314 images) or 60
-(full). The MNIST corner case
-(:func:`mnist_corner_case`) shows where ANP cannot see.
+(full). The section on a deeper network repeats BadNets and Blend on a quarter-width ResNet-18
+(:data:`DEEP`, :func:`deep_recipe`, :func:`deep_masks`: the paper's 2000 iterations, masks and
+models shipped). The MNIST corner case (:func:`mnist_corner_case`) shows where ANP cannot see.
 """
 
 from __future__ import annotations
@@ -168,6 +169,80 @@ def train_clb(recipe: Recipe, splits: Splits) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- defenses
+
+#: The deeper network of the section "A deeper network": ResNet-18 at a quarter of its width
+#: (``resnet18_w16``: 16-32-64-128 channels, 1,200 BatchNorm neurons), trained with Adam (lr 0.001,
+#: 20 epochs, batch 64). With :data:`ANP_TRAIN` it learns neither the patch nor the task in 40
+#: epochs (13.7% attack success, 85.5% clean), so it keeps the recipe under which it learns.
+DEEP = {"model": "resnet18_w16", "train": {"epochs": 20, "lr": 1e-3, "batch_size": 64}}
+#: The attacks of that section, and the iterations at which its one ANP run records the masks
+#: (up to the paper's 2000).
+DEEP_ATTACKS = ("BadNets", "Blend")
+DEEP_ITERATIONS = (100, 500, 1000, 2000)
+
+
+def deep_recipe(name: str, profile: str = "fast", seed: int = 0,
+                splits: Splits | None = None) -> Recipe:
+    """:func:`recipe` ``name`` with the deeper network and its training (:data:`DEEP`)."""
+    return replace(recipe(name, profile, seed, splits), **DEEP)
+
+
+def deep_anp(anp: dict) -> dict:
+    """ANP's arguments ``anp`` for the deeper network: the paper's 2000 iterations
+    (``max(DEEP_ITERATIONS)``), the masks recorded at each of :data:`DEEP_ITERATIONS`."""
+    return {**anp, "iterations": max(DEEP_ITERATIONS), "record_at": DEEP_ITERATIONS}
+
+
+def deep_masks(model: nn.Module, clean: Data, anp: dict, seed: int = 0):
+    """One ANP run on the deeper network with :func:`deep_anp` ``(anp)`` (``result.history``: the
+    masks at each of :data:`DEEP_ITERATIONS`); cached, the same entry as :func:`masks_for` with
+    those arguments, with a progress bar (about 47 minutes on one CPU thread)."""
+    from ..defenses.anp import anp_masks
+    return anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, progress=True,
+                     **deep_anp(anp))
+
+
+def deep_table(models: dict, attacks: dict, runs: dict, clean: Data, test: Data, num_classes: int,
+               threshold: float = 0.2, max_drop: float = 0.02) -> pd.DataFrame:
+    """The deeper network's ANP after each of :data:`DEEP_ITERATIONS` (``runs``: attack ->
+    :func:`deep_masks`' result), per attack: before any defense, pruned at ``threshold``, and at
+    the threshold the clean-validation rule picks (``max_drop`` on the ``clean`` images only):
+    neurons pruned, ACC and ASR (fractions). One row per (attack, iterations)."""
+    from ..defenses.anp import ANP_VERSION, prune_by_threshold, prune_by_validation
+    rows = []
+    for name, model in models.items():
+        before = evaluate(model, test, attacks[name], num_classes)
+        for it in DEEP_ITERATIONS:
+            masks = runs[name].history[it]
+            fixed = prune_by_threshold(model, masks, threshold)
+            chosen = measured("anp.prune_by_validation", model,
+                              (ANP_VERSION, masks, clean.x, clean.y, max_drop),
+                              lambda: prune_by_validation(model, masks, clean, max_drop).threshold)
+            rule = prune_by_threshold(model, masks, chosen)
+            a = evaluate(fixed.model, test, attacks[name], num_classes)
+            b = evaluate(rule.model, test, attacks[name], num_classes)
+            rows.append({"attack": name, "iterations": it, "before ACC": before["clean_acc"],
+                         "before ASR": before["asr"], "pruned": fixed.count, "ACC": a["clean_acc"],
+                         "ASR": a["asr"], "rule threshold": chosen, "rule pruned": rule.count,
+                         "rule ACC": b["clean_acc"], "rule ASR": b["asr"]})
+    return pd.DataFrame(rows).set_index(["attack", "iterations"])
+
+
+def deep_expectation(deep: pd.DataFrame, threshold: float = 0.2) -> dict:
+    """The paper's BadNets claim (ANP at ``threshold`` after its 2000 iterations: ASR < 5% for
+    <= 3 points of clean accuracy) on the deeper network: a row for ``show_expectations``."""
+    from .report import expectation
+    r = deep.loc[("BadNets", max(DEEP_ITERATIONS))]
+    loss = 100 * (r["before ACC"] - r["ACC"])
+    return expectation(
+        f"deeper network ({DEEP['model']}): ANP at threshold {threshold} after "
+        f"{max(DEEP_ITERATIONS)} iterations brings BadNets under 5% ASR with <= 3 points clean loss",
+        100 * r["ASR"] < 5 and loss <= 3,
+        f"ASR {100 * r['before ASR']:.1f}% -> {100 * r['ASR']:.1f}%, clean loss {loss:.1f} points",
+        f"ASR {PAPER_TABLE.loc['BadNets', 'ANP ASR']:.2f}%, clean loss "
+        f"{PAPER_TABLE.loc['BadNets', 'none ACC'] - PAPER_TABLE.loc['BadNets', 'ANP ACC']:.1f} points "
+        "(ResNet-18)")
+
 
 def fine_tune(model: nn.Module, clean: Data, lr: float, epochs: int = 10, seed: int = 0) -> nn.Module:
     """The paper's fine-tuning baseline: chapter 4's :func:`~fplab.defenses.finetune.fine_tune`
