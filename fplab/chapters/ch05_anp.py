@@ -196,7 +196,7 @@ def deep_anp(anp: dict) -> dict:
 def deep_masks(model: nn.Module, clean: Data, anp: dict, seed: int = 0):
     """One ANP run on the deeper network with :func:`deep_anp` ``(anp)`` (``result.history``: the
     masks at each of :data:`DEEP_ITERATIONS`); cached, the same entry as :func:`masks_for` with
-    those arguments, with a progress bar (about 47 minutes on one CPU thread)."""
+    those arguments, with a progress bar (47 to 57 minutes on one CPU thread)."""
     from ..defenses.anp import anp_masks
     return anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, progress=True,
                      **deep_anp(anp))
