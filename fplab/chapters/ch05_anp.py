@@ -194,12 +194,10 @@ def deep_anp(anp: dict) -> dict:
 
 
 def deep_masks(model: nn.Module, clean: Data, anp: dict, seed: int = 0):
-    """One ANP run on the deeper network with :func:`deep_anp` ``(anp)`` (``result.history``: the
-    masks at each of :data:`DEEP_ITERATIONS`); cached, the same entry as :func:`masks_for` with
-    those arguments, with a progress bar (47 to 57 minutes on one CPU thread)."""
-    from ..defenses.anp import anp_masks
-    return anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, progress=True,
-                     **deep_anp(anp))
+    """One ANP run on the deeper network: :func:`masks_for` with :func:`deep_anp` ``(anp)``
+    (``result.history``: the masks at each of :data:`DEEP_ITERATIONS`) and a progress bar (47 to
+    57 minutes on one CPU thread)."""
+    return masks_for(model, clean, deep_anp(anp), seed, progress=True)
 
 
 def deep_table(models: dict, attacks: dict, runs: dict, clean: Data, test: Data, num_classes: int,
@@ -208,16 +206,14 @@ def deep_table(models: dict, attacks: dict, runs: dict, clean: Data, test: Data,
     :func:`deep_masks`' result), per attack: before any defense, pruned at ``threshold``, and at
     the threshold the clean-validation rule picks (``max_drop`` on the ``clean`` images only):
     neurons pruned, ACC and ASR (fractions). One row per (attack, iterations)."""
-    from ..defenses.anp import ANP_VERSION, prune_by_threshold, prune_by_validation
+    from ..defenses.anp import prune_by_threshold
     rows = []
     for name, model in models.items():
         before = evaluate(model, test, attacks[name], num_classes)
         for it in DEEP_ITERATIONS:
             masks = runs[name].history[it]
             fixed = prune_by_threshold(model, masks, threshold)
-            chosen = measured("anp.prune_by_validation", model,
-                              (ANP_VERSION, masks, clean.x, clean.y, max_drop),
-                              lambda: prune_by_validation(model, masks, clean, max_drop).threshold)
+            chosen = rule_threshold(model, masks, clean, max_drop)
             rule = prune_by_threshold(model, masks, chosen)
             a = evaluate(fixed.model, test, attacks[name], num_classes)
             b = evaluate(rule.model, test, attacks[name], num_classes)
@@ -226,6 +222,13 @@ def deep_table(models: dict, attacks: dict, runs: dict, clean: Data, test: Data,
                          "ASR": a["asr"], "rule threshold": chosen, "rule pruned": rule.count,
                          "rule ACC": b["clean_acc"], "rule ASR": b["asr"]})
     return pd.DataFrame(rows).set_index(["attack", "iterations"])
+
+
+def paper_anp(name: str) -> tuple[float, float]:
+    """The paper's ANP result on attack ``name`` (:data:`PAPER_TABLE`): ASR after ANP and the
+    clean accuracy it cost, in %."""
+    row = PAPER_TABLE.loc[name]
+    return row["ANP ASR"], row["none ACC"] - row["ANP ACC"]
 
 
 def deep_expectation(deep: pd.DataFrame, threshold: float = 0.2) -> dict:
@@ -239,9 +242,7 @@ def deep_expectation(deep: pd.DataFrame, threshold: float = 0.2) -> dict:
         f"{max(DEEP_ITERATIONS)} iterations brings BadNets under 5% ASR with <= 3 points clean loss",
         100 * r["ASR"] < 5 and loss <= 3,
         f"ASR {100 * r['before ASR']:.1f}% -> {100 * r['ASR']:.1f}%, clean loss {loss:.1f} points",
-        f"ASR {PAPER_TABLE.loc['BadNets', 'ANP ASR']:.2f}%, clean loss "
-        f"{PAPER_TABLE.loc['BadNets', 'none ACC'] - PAPER_TABLE.loc['BadNets', 'ANP ACC']:.1f} points "
-        "(ResNet-18)")
+        "ASR {:.2f}%, clean loss {:.1f} points (ResNet-18)".format(*paper_anp("BadNets")))
 
 
 def fine_tune(model: nn.Module, clean: Data, lr: float, epochs: int = 10, seed: int = 0) -> nn.Module:
@@ -252,11 +253,12 @@ def fine_tune(model: nn.Module, clean: Data, lr: float, epochs: int = 10, seed: 
               cache=True)
 
 
-def masks_for(model: nn.Module, clean: Data, anp: dict, seed: int = 0):
+def masks_for(model: nn.Module, clean: Data, anp: dict, seed: int = 0, progress: bool = False):
     """ANP's masks for ``model`` on all of ``clean`` (``anp``: arguments of
     :func:`~fplab.defenses.anp.anp_masks`), cached."""
     from ..defenses.anp import anp_masks
-    return anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, progress=False, **anp)
+    return anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, progress=progress,
+                     **anp)
 
 
 def run_defenses(model: nn.Module, splits: Splits, atk: Attack, clean: Data, anp: dict,
@@ -336,17 +338,24 @@ def mode_comparison(models: dict, attacks: dict, clean: Data, test: Data, num_cl
     return pd.DataFrame(rows).set_index(["attack", "mode"])
 
 
+def rule_threshold(model: nn.Module, masks: dict, clean: Data, max_drop: float) -> float:
+    """The threshold :func:`~fplab.defenses.anp.prune_by_validation` picks for ``masks`` (layer ->
+    values) on the defender's ``clean`` images, cached."""
+    from ..defenses.anp import ANP_VERSION, prune_by_validation
+    return measured("anp.prune_by_validation", model,
+                    (ANP_VERSION, masks, clean.x, clean.y, max_drop),
+                    lambda: prune_by_validation(model, masks, clean, max_drop).threshold)
+
+
 def validation_rule(models: dict, attacks: dict, clean: Data, test: Data, num_classes: int,
                     anp: dict, max_drop: float, seed: int = 0) -> pd.DataFrame:
     """ANP pruned at the threshold chosen on the defender's clean images only
     (:func:`~fplab.defenses.anp.prune_by_validation`): the threshold, neurons pruned, ACC, ASR."""
-    from ..defenses.anp import ANP_VERSION, prune_by_threshold, prune_by_validation
+    from ..defenses.anp import prune_by_threshold
     rows = []
     for name, model in models.items():
         masks = masks_for(model, clean, anp, seed)
-        threshold = measured("anp.prune_by_validation", model,
-                             (ANP_VERSION, masks.masks, clean.x, clean.y, max_drop),
-                             lambda: prune_by_validation(model, masks, clean, max_drop).threshold)
+        threshold = rule_threshold(model, masks.masks, clean, max_drop)
         pruned = prune_by_threshold(model, masks, threshold)  # the rule's choice, as it pruned
         r = evaluate(pruned.model, test, attacks[name], num_classes)
         rows.append({"attack": name, "threshold": pruned.threshold, "pruned": pruned.count,
@@ -450,8 +459,7 @@ def expectations(table: pd.DataFrame, excluded, sweep: pd.DataFrame, threshold: 
             f"ANP at threshold {threshold} brings {name} under 5% ASR with <= 3 points clean loss",
             name not in excluded and asr < 5 and acc_loss <= 3,
             f"ASR {asr:.1f}%, clean loss {acc_loss:.1f} points{note}",
-            f"ASR {PAPER_TABLE.loc[name, 'ANP ASR']:.1f}%, clean loss "
-            f"{PAPER_TABLE.loc[name, 'none ACC'] - PAPER_TABLE.loc[name, 'ANP ACC']:.1f} points"))
+            "ASR {:.1f}%, clean loss {:.1f} points".format(*paper_anp(name))))
     drops = table.loc["avg drop"]
     rows.append(expectation("average ASR drop of ANP over the implanted attacks >= 85 points",
                             drops["ANP ASR"] >= 85, f"{drops['ANP ASR']:.1f} points", "96.4 points"))
