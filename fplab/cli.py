@@ -94,6 +94,8 @@ def _chapter_recipes(profile: str = "fast", seed: int = 0):
            for name in (None, *ch5.ATTACKS)]
     out += [(f"ch05/deep-{name}", ch5.deep_recipe(name, profile, seed, splits=splits5))
             for name in ch5.DEEP_ATTACKS]
+    out += [(f"ch05/deep-BadNets-seed{s}", ch5.deep_recipe("BadNets", profile, s, splits=splits5))
+            for s in ch5.deep_seeds(seed)[1:]]
     out += [(f"ch05/mnist-{position}", ch5.mnist_corner(position, seed)[0])
             for position in ("bottom-right", "center")]
     out += [(f"ch06/{name}", r) for name, r in ch6.recipes(profile, seed).items()]

@@ -23,7 +23,7 @@ NOT_REPRODUCED: dict[str, set[str]] = {
         'ANP beats fine-pruning and fine-tuning (lr 0.01) on average ASR drop',
         'average ASR drop of ANP over the implanted attacks >= 85 points',
         'insensitive to the number of clean images (50 to 500: ASR after ANP within 5 points, and under 6% as in the paper)',
-        'deeper network (resnet18_w16): ANP at threshold 0.2 after 2000 iterations brings BadNets under 5% ASR with <= 3 points clean loss',
+        'deeper network (resnet18_w16, 3 seeds): ANP at threshold 0.2 after 2000 iterations brings BadNets under 5% ASR with <= 3 points clean loss (mean over seeds)',
     },
     "06_adaptive_attacks": {
         'k-WTA falls to BPDA / smoothed gradients (< 10%)',

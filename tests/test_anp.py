@@ -465,8 +465,21 @@ def test_deep_section_table_and_verdict(splits, monkeypatch, cache):
         assert deep.loc[("BadNets", it), "pruned"] == prune_by_threshold(model, run.history[it],
                                                                          0.5).count
     assert (deep["rule threshold"] == max(anp_module.THRESHOLDS)).all()  # max_drop 1: all allowed
-    monkeypatch.setattr(ch, "DEEP_ITERATIONS", (2000,))
-    row = {"before ACC": 0.92, "before ASR": 1.0, "ACC": 0.90, "ASR": 0.04}
-    verdict = lambda **kw: ch.deep_expectation(pd.DataFrame(
-        [{**row, **kw}], index=pd.MultiIndex.from_tuples([("BadNets", 2000)])))["holds"]
-    assert verdict() and not verdict(ASR=0.05) and not verdict(ACC=0.889)
+    reps = ch.replicate_table({0: model, 1: model}, atk, {0: run, 1: run}, data, data, 10,
+                              threshold=0.5, max_drop=1.0)
+    assert list(reps.index.names) == ["seed", "iterations"]
+    assert reps.loc[1].equals(deep.loc["BadNets"]) and reps.loc[0].equals(deep.loc["BadNets"])
+    assert ch.deep_seeds(3) == tuple(range(3, 3 + ch.DEEP_REPLICATES))
+    # the verdict averages the seeds' last rows: ASR and clean loss of the mean, not of one seed
+    monkeypatch.setattr(ch, "DEEP_ITERATIONS", (1000, 2000))
+    early = {"before ACC": 0.92, "before ASR": 1.0, "ACC": 0.5, "ASR": 0.9}  # never read
+    def verdict(first, second):
+        rows = [early, {"before ACC": 0.92, "before ASR": 1.0, **first},
+                early, {"before ACC": 0.92, "before ASR": 1.0, **second}]
+        index = pd.MultiIndex.from_product([[0, 1], [1000, 2000]], names=["seed", "iterations"])
+        return ch.deep_expectation(pd.DataFrame(rows, index=index))
+    ok = {"ACC": 0.90, "ASR": 0.04}
+    assert verdict(ok, ok)["holds"] and "2 seeds" in verdict(ok, ok)["expectation"]
+    assert verdict({"ACC": 0.90, "ASR": 0.0}, {"ACC": 0.90, "ASR": 0.09})["holds"]  # mean 4.5%
+    assert not verdict(ok, {"ACC": 0.90, "ASR": 0.06})["holds"]  # mean 5%
+    assert not verdict(ok, {"ACC": 0.879, "ASR": 0.04})["holds"]  # mean loss 3.05 points

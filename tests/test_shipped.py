@@ -57,9 +57,9 @@ def test_shipped_manifest_lists_existing_files():
             assert (zoo.SHIPPED_DIR / key / name).exists(), (key, name)
     files = zoo.SHIPPED_DIR.rglob("*") if zoo.SHIPPED_DIR.exists() else []
     total = sum(p.stat().st_size for p in files if p.is_file())
-    # 31 small networks and a map (two quarter-width ResNet-18s for chapter 5, 2.9 MB each):
-    # the repository stays a quick clone
-    assert total < 48 * 2**20
+    # 31 small networks and a map (four quarter-width ResNet-18s for chapter 5, 2.9 MB each:
+    # 48.3 MiB in all, 2026-12-07): the repository stays a quick clone
+    assert total < 52 * 2**20
 
 
 @pytest.mark.retrain
