@@ -28,7 +28,8 @@ full profile leaves them out too), at a constant lr 0.01 (the original: lr 0.1 f
 divided by 10 at epochs 100 and 150), for 40 epochs (fast: 760 steps on 2,314 images) or 60
 (full). The section on a deeper network repeats BadNets and Blend on a quarter-width ResNet-18
 (:data:`DEEP`, :func:`deep_recipe`, :func:`deep_masks`: the paper's 2000 iterations, masks and
-models shipped), BadNets on three training seeds (:func:`deep_seeds`, :func:`replicate_table`). The MNIST corner case (:func:`mnist_corner_case`) shows where ANP cannot see.
+models shipped), BadNets on three training seeds (:func:`deep_seeds`, :func:`replicate_table`).
+The MNIST corner case (:func:`mnist_corner_case`) shows where ANP cannot see.
 """
 
 from __future__ import annotations
