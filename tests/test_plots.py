@@ -85,3 +85,24 @@ def test_trigger_frames_move_the_trigger_along_the_success_map():
     rows, cols = [0, 12, 24], [0, 12, 24]
     html = trigger_frames(model, data, attack, rows, cols, torch.rand(3, 3)).data
     assert html.count("data:image/png;base64") == 3 and 'type="range"' in html
+
+
+def test_replicate_figure_plots_each_seeds_attack_success_per_iteration():
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    from fplab.chapters.ch05_anp import plot_replicates
+    index = pd.MultiIndex.from_product([[0, 1, 2], [100, 500, 2000]], names=["seed", "iterations"])
+    reps = pd.DataFrame({"ASR": np.linspace(0, 0.8, 9), "rule ASR": np.linspace(1, 0.2, 9)},
+                        index=index)
+    fig = plot_replicates(reps, 0.2)
+    left, right = fig.axes[:2]
+    for ax, column in ((left, "ASR"), (right, "rule ASR")):
+        lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 3]
+        assert [line.get_label() for line in lines] == ["seed 0", "seed 1", "seed 2"]
+        for seed, line in enumerate(lines):
+            assert list(line.get_xdata()) == [100, 500, 2000]
+            assert np.allclose(line.get_ydata(), 100 * reps.loc[seed, column].to_numpy())
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["100", "500", "2000"]
+    assert "0.2" in left.get_title()
+    plt.close(fig)
