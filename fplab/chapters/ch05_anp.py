@@ -573,8 +573,8 @@ def plot_replicates(replicates: pd.DataFrame, threshold: float):
     pruned at ``threshold`` (left) and at the clean-validation rule's threshold (right)."""
     fig, axes = _panels(2)
     axes = axes[0]
+    its = replicates.index.unique("iterations")
     for s, group in replicates.groupby(level="seed", sort=False):
-        its = group.index.get_level_values("iterations")
         axes[0].plot(its, 100 * group["ASR"], marker="o", label=f"seed {s}")
         axes[1].plot(its, 100 * group["rule ASR"], marker="o", label=f"seed {s}")
     for ax, title in zip(axes, (f"threshold {threshold}", "clean-validation rule")):
