@@ -1,7 +1,8 @@
 """``python -m fplab benchmark``: what the course costs, printed, never asserted in tests.
 
 - :func:`benchmark` runs every notebook three times, each in a fresh process (cold: an empty
-  cache, everything computed but the models of ``fplab/weights``; warm: the same cache again;
+  cache, everything computed but the shipped models, those of ``fplab/weights`` and of the
+  results snapshot's ``zoo/``, which ``retrain-shipped`` retrains; warm: the same cache again;
   first run: an empty cache with the shipped results of ``fplab/results``, what ``make test``
   and a newcomer's single-threaded ``make book`` meet) and prints wall time and the kernel's
   peak memory;
@@ -49,8 +50,8 @@ def measure_child(path: str, parameters: str) -> None:
 
 
 def benchmark(args) -> None:
-    """Per notebook, cold (empty cache, results computed), warm (same cache) and first run (empty
-    cache, shipped results) wall time and peak memory."""
+    """Per notebook, cold (empty cache, shipped models, results computed), warm (same cache) and
+    first run (empty cache, shipped models and results) wall time and peak memory."""
     import pandas as pd
     params = json.dumps({"profile": args.profile, "seed": args.seed})
     rows = []

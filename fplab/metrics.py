@@ -16,12 +16,27 @@ from torch import nn
 
 from .data import Data
 from .poison import Attack, backdoor_labels, eligible
-from .train import predict
+from .train import model_device, predict
 
 
 def accuracy(model: nn.Module, data: Data) -> float:
     """Fraction of ``data`` classified correctly."""
     return (predict(model, data.x) == data.y).float().mean().item()
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, data: Data, batch_size: int = 1000) -> float:
+    """Mean cross-entropy of ``model`` on ``data``: on clean validation data, the trainer's own
+    measure of whether more training still helps (it never looks at a trigger)."""
+    if len(data) == 0:
+        raise ValueError("data is empty: no loss to measure")
+    model.eval()
+    device, total = model_device(model), 0.0
+    for i in range(0, len(data), batch_size):
+        logits = model(data.x[i:i + batch_size].to(device)).cpu()
+        total += nn.functional.cross_entropy(logits, data.y[i:i + batch_size],
+                                             reduction="sum").item()
+    return total / len(data)
 
 
 def untargeted_effectiveness(acc_clean: float, acc_backdoor: float) -> float:

@@ -179,18 +179,23 @@ def memoized(folder: str | os.PathLike, key: str, compute, record: dict | None =
 #: :func:`fingerprint`), so a shipped result only ever stands for the computation that produced
 #: it: any change of model, data, arguments, torch version or thread count misses it and
 #: computes anew. ``FPLAB_NO_SHIPPED=1`` switches shipped models and results off (compute
-#: everything), ``FPLAB_NO_SHIPPED_RESULTS=1`` the results alone (``make ship-results``).
+#: everything), ``FPLAB_NO_SHIPPED_RESULTS=1`` the results alone, not the snapshot's models
+#: (``make ship-results``, the benchmark's cold runs).
 SHIPPED_RESULTS = Path(__file__).parent / "results"
 RESULTS_MANIFEST = SHIPPED_RESULTS / "SHA256SUMS.json"
 RESULT_SUFFIXES = (".pt", ".json")  # a result's two files (install_shipped_files copies the .json last)
 
 
 def shipped_results() -> dict:
-    """``{path in the cache: sha256}`` of every shipped file (empty when none)."""
-    if not RESULTS_MANIFEST.exists() or os.environ.get("FPLAB_NO_SHIPPED") \
-            or os.environ.get("FPLAB_NO_SHIPPED_RESULTS"):
+    """``{path in the cache: sha256}`` of every shipped file (empty when none). With
+    ``FPLAB_NO_SHIPPED_RESULTS`` only the snapshot's trained models (``zoo/``: shipped weights
+    like those of ``fplab/weights``, retrained by ``retrain-shipped``); the results are computed."""
+    if not RESULTS_MANIFEST.exists() or os.environ.get("FPLAB_NO_SHIPPED"):
         return {}
-    return json.loads(RESULTS_MANIFEST.read_text())
+    manifest = json.loads(RESULTS_MANIFEST.read_text())
+    if os.environ.get("FPLAB_NO_SHIPPED_RESULTS"):
+        return {name: digest for name, digest in manifest.items() if name.startswith("zoo/")}
+    return manifest
 
 
 def copy_verified(files: list[tuple[Path, Path, str]]) -> None:

@@ -84,3 +84,17 @@ def test_untargeted_success_takes_a_known_clean_accuracy(synthetic):
         attack_success_rate(model, test, atk, 10)
     assert attack_success_rate(model, test, atk, 10, clean_acc=0.5) == \
         untargeted_effectiveness(0.5, 0.0)
+
+
+def test_mean_loss_is_the_cross_entropy_of_known_logits():
+    """One-hot logits: log(e + 9) - 1 per right answer, log(e + 9) per wrong one."""
+    from math import e, log
+
+    from fplab.data import Data
+    from fplab.metrics import mean_loss
+    x = torch.zeros(4, 1, 16, 16)
+    x[:, 0, 3, 2:10] = 1.0                                # every bar on row 3: label 0
+    data = Data(x, torch.tensor([0, 0, 1, 1]))            # two right, two wrong
+    assert mean_loss(Oracle(), data, batch_size=3) == pytest.approx(log(e + 9) - 0.5)
+    with pytest.raises(ValueError, match="empty"):
+        mean_loss(Oracle(), Data(x[:0], torch.tensor([], dtype=torch.long)))

@@ -197,3 +197,27 @@ def test_trigger_placement_table_row():
     assert row["dormant channels %"] == 25 and row["stop rule prunes %"] == 25
     assert row["added by trigger, on dormant %"] == 100 and row["on stop-rule pruned %"] == 100
     assert row["on less active half %"] == 100
+
+
+def test_training_lengths_and_their_table():
+    """The speech case at 1, 2 and 4 times its epochs (nothing else changes), and the table: one
+    row per length, its clean validation loss beside the pruning curve's summary."""
+    import pandas as pd
+    from types import SimpleNamespace
+    from fplab.chapters.casestudies import case_study
+    from fplab.chapters.ch02_pruning import curve_summary, length_table, training_lengths
+    speech = case_study("speech")
+    lengths = training_lengths(speech)
+    assert list(lengths) == [30, 60, 120]
+    for e, case in lengths.items():
+        assert case.train == {**speech.train, "epochs": e} and case.attack == speech.attack
+    assert lengths[30].baseline_recipe() == speech.baseline_recipe()
+    table = pd.DataFrame({"clean_acc": [0.9, 0.9, 0.5], "asr": [1.0, 0.1, 0.0],
+                          "fraction": [0.0, 0.5, 1.0]})
+    curve = SimpleNamespace(table=table, stop_row=table.iloc[1], means=torch.tensor([0.0, 1.0]))
+    out = length_table({30: curve, 60: curve}, {30: 0.12345, 60: 0.05})
+    assert out.index.name == "epochs" and list(out.index) == [30, 60]
+    assert list(out["val loss"]) == [0.123, 0.05]
+    pd.testing.assert_frame_equal(out.drop(columns="val loss"),
+                                  curve_summary({30: curve, 60: curve}).rename_axis("epochs"))
+    assert out.loc[60, "stop: success %"] == 10.0 and out.loc[60, "success<20%: clean loss (pts)"] == 0

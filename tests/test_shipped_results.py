@@ -69,6 +69,14 @@ def test_no_shipped_computes_again(shipped, monkeypatch):
     assert zoo.load(RECIPE).trained_now
 
 
+def test_no_shipped_results_computes_results_but_keeps_shipped_models(shipped, monkeypatch):
+    folder, key, _, first = shipped
+    monkeypatch.setenv("FPLAB_NO_SHIPPED_RESULTS", "1")
+    assert store.load_result(folder, key) is None
+    again = zoo.load(RECIPE)
+    assert not again.trained_now and again.sha256 == first.sha256
+
+
 def test_the_snapshot_lists_every_file_and_stays_small():
     manifest = store.shipped_results()
     for name, digest in manifest.items():

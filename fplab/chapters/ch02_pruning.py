@@ -86,6 +86,28 @@ def curve_summary(curves: dict, thresholds=(0.2,)) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("case").round(1)
 
 
+#: The speech case's training-length table trains it this many times as long as its recipe.
+LENGTH_FACTORS = (1, 2, 4)
+
+
+def training_lengths(case, factors=LENGTH_FACTORS) -> dict:
+    """``{epochs: case}``: the case study ``case`` trained ``factors`` times as many epochs as its
+    recipe (the rest of the recipe unchanged): the training-length axis of the map of when pruning
+    works, on a case study (Liu et al. 2018 trained their speech network for about 970 epochs)."""
+    epochs = case.train["epochs"]
+    return {f * epochs: case.variant(case.model, epochs=f * epochs) for f in factors}
+
+
+def length_table(curves: dict, val_losses: dict) -> pd.DataFrame:
+    """:func:`curve_summary` of one case trained for different numbers of epochs (``curves``:
+    epochs -> its pruning curve), with the loss each model ends at on clean validation data
+    (``val_losses``, same keys): the criterion a trainer would stop on, blind to the trigger."""
+    table = curve_summary(curves)
+    table.index.name = "epochs"
+    table.insert(0, "val loss", pd.Series(val_losses).round(3))
+    return table
+
+
 def trigger_placement(clean_means, triggered_means, curve: PruningCurve) -> dict:
     """Where the activation a trigger adds to the pruned layer lands, in %
     (:func:`fplab.activations.trigger_share`): on the channels dormant on clean data, on those the
