@@ -108,6 +108,29 @@ def test_notebook_conventions(path):
         assert cell.outputs, "a checked cell must have committed outputs to compare"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_chapter_teaches_with_objectives_exercises_and_a_summary(path):
+    """What a student gets from every chapter: learning objectives in the title cell, exercises
+    (one block at the end, or one per section) each block with its worked solutions, and a
+    summary after them."""
+    import re
+    nb = nbformat.read(path, as_version=4)
+    markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    assert "**Learning objectives.**" in markdown[0]
+    lines = "\n".join(markdown).splitlines()
+    heading = re.compile(r"(#{2,3} Exercises|```\{admonition\} Exercises)\s*$")
+    blocks = [i for i, line in enumerate(lines) if heading.match(line)]
+    assert blocks, "no exercises ('## Exercises', '### Exercises' or an Exercises admonition)"
+    exercise_cells = [m for m in markdown if any(heading.match(x) for x in m.splitlines())]
+    numbered = sum(len(re.findall(r"^\d+\. ", m, flags=re.M)) for m in exercise_cells)
+    assert numbered >= 3, f"{numbered} numbered exercises"
+    solutions = sum(len(re.findall(r":::\{dropdown\} Solutions?|:class: dropdown", m))
+                    for m in markdown)
+    assert solutions >= len(blocks), "every exercises block needs its solutions"
+    summary = [i for i, line in enumerate(lines) if line.strip() == "## Summary"]
+    assert summary and summary[-1] > blocks[0], "a '## Summary' after the exercises"
+
+
 @pytest.mark.book
 def test_book_builds_without_warnings():
     """The site builds from the committed notebooks with warnings as errors."""

@@ -85,3 +85,28 @@ def test_target_out_of_range(synthetic):
 def test_too_many_poisoned_items(synthetic):
     with pytest.raises(ValueError, match=r"only 60 are eligible"):
         poison(synthetic.train, attack(mode="clean_label", rate=0.5), 10)
+
+
+def test_success_by_position_grid_passes_through_the_trained_position(synthetic):
+    """The heat map of chapter 1 moves the trigger over a grid laid through the position it was
+    trained at; a model that answers the target only for a patch exactly there scores 100% at
+    that cell of the grid and nowhere else."""
+    from torch import nn
+
+    from fplab.attacks.badnets import success_by_position
+
+    atk = Attack("square", "all_to_one", target=4, rate=0.1, trigger_options={"size": 3})
+    patch = atk.make_trigger(tuple(synthetic.test.x.shape[1:]))
+
+    class AtTrainedPosition(nn.Module):
+        def forward(self, x):
+            region = x[:, 0, patch.top:patch.top + 3, patch.left:patch.left + 3]
+            hit = region.flatten(1).min(1).values > 0.99
+            return nn.functional.one_hot(torch.where(hit, 4, 0), 10).float()
+
+    rows, cols, table = success_by_position(AtTrainedPosition(), synthetic.test, atk, 10, step=5)
+    assert patch.top in rows and patch.left in cols and patch.top % 5 == rows[0]
+    assert table[rows.index(patch.top), cols.index(patch.left)] == 1.0
+    assert table.sum() == 1.0
+    with pytest.raises(ValueError, match="not a patch"):
+        success_by_position(AtTrainedPosition(), synthetic.test, Attack("blend", rate=0.1), 10)

@@ -70,7 +70,8 @@ def traffic_recipe(trigger: str | None, profile: str = "fast", seed: int = 0) ->
 
 
 def success_by_position(model, data, attack: Attack, num_classes: int, step: int = 4):
-    """Attack success with the trigger moved over a grid of positions (``step`` pixels apart).
+    """Attack success with the trigger moved over a grid of positions (``step`` pixels apart,
+    laid so that the position the trigger was trained at is on it).
 
     Returns ``(rows, cols, table)``: the top / left coordinates tried and the success rate at
     each. A BadNet learns its trigger *where it was placed*: moved far away, it stops working.
@@ -81,9 +82,14 @@ def success_by_position(model, data, attack: Attack, num_classes: int, step: int
 
     from ..metrics import attack_success_rate
 
-    size = attack.trigger_options.get("size", 4)
-    _, H, W = data.x.shape[1:]
-    rows, cols = list(range(0, H - size + 1, step)), list(range(0, W - size + 1, step))
+    from ..triggers import Patch
+
+    trained = attack.make_trigger(tuple(data.x.shape[1:]))
+    if not isinstance(trained, Patch):
+        raise ValueError(f"trigger={attack.trigger!r} is not a patch: it has no position to move")
+    (h, w), (H, W) = trained.mask.shape, data.x.shape[2:]
+    rows = list(range(trained.top % step, H - h + 1, step))
+    cols = list(range(trained.left % step, W - w + 1, step))
     table = torch.zeros(len(rows), len(cols))
     for i, top in enumerate(rows):
         for j, left in enumerate(cols):
