@@ -81,7 +81,6 @@ def success_by_position(model, data, attack: Attack, num_classes: int, step: int
     import torch
 
     from ..metrics import attack_success_rate
-
     from ..triggers import Patch
 
     trained = attack.make_trigger(tuple(data.x.shape[1:]))
