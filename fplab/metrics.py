@@ -25,18 +25,24 @@ def accuracy(model: nn.Module, data: Data) -> float:
 
 
 @torch.no_grad()
-def mean_loss(model: nn.Module, data: Data, batch_size: int = 1000) -> float:
+def accuracy_and_loss(model: nn.Module, data: Data, batch_size: int = 500) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy of ``model`` on ``data``, in one pass (eval mode)."""
+    if len(data) == 0:
+        raise ValueError("data is empty: nothing to score")
+    model.eval()
+    device, correct, loss = model_device(model), 0, 0.0
+    for i in range(0, len(data), batch_size):
+        x, y = data.x[i:i + batch_size].to(device), data.y[i:i + batch_size].to(device)
+        out = model(x)
+        correct += int((out.argmax(1) == y).sum())
+        loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+    return correct / len(data), loss / len(data)
+
+
+def mean_loss(model: nn.Module, data: Data) -> float:
     """Mean cross-entropy of ``model`` on ``data``: on clean validation data, the trainer's own
     measure of whether more training still helps (it never looks at a trigger)."""
-    if len(data) == 0:
-        raise ValueError("data is empty: no loss to measure")
-    model.eval()
-    device, total = model_device(model), 0.0
-    for i in range(0, len(data), batch_size):
-        logits = model(data.x[i:i + batch_size].to(device)).cpu()
-        total += nn.functional.cross_entropy(logits, data.y[i:i + batch_size],
-                                             reduction="sum").item()
-    return total / len(data)
+    return accuracy_and_loss(model, data)[1]
 
 
 def untargeted_effectiveness(acc_clean: float, acc_backdoor: float) -> float:

@@ -95,6 +95,8 @@ def test_mean_loss_is_the_cross_entropy_of_known_logits():
     x = torch.zeros(4, 1, 16, 16)
     x[:, 0, 3, 2:10] = 1.0                                # every bar on row 3: label 0
     data = Data(x, torch.tensor([0, 0, 1, 1]))            # two right, two wrong
-    assert mean_loss(Oracle(), data, batch_size=3) == pytest.approx(log(e + 9) - 0.5)
+    assert mean_loss(Oracle(), data) == pytest.approx(log(e + 9) - 0.5)
+    from fplab.metrics import accuracy_and_loss
+    assert accuracy_and_loss(Oracle(), data, batch_size=3) == pytest.approx((0.5, log(e + 9) - 0.5))
     with pytest.raises(ValueError, match="empty"):
         mean_loss(Oracle(), Data(x[:0], torch.tensor([], dtype=torch.long)))

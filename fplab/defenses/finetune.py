@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..data import as_data
+from ..metrics import accuracy_and_loss
 from ..models import copy_model
 from ..paths import cache_dir
 from ..store import fingerprint, load_result, save_result
@@ -71,20 +72,6 @@ class Budget:
         return self.scores[self.lr, self.epochs][0]
 
 
-@torch.no_grad()
-def _score(model: nn.Module, data: Data, batch_size: int = 500) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy of ``model`` on ``data`` (eval mode)."""
-    model.eval()
-    device = next(model.parameters()).device
-    correct, loss = 0, 0.0
-    for i in range(0, len(data), batch_size):
-        x, y = data.x[i:i + batch_size].to(device), data.y[i:i + batch_size].to(device)
-        out = model(x)
-        correct += int((out.argmax(1) == y).sum())
-        loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
-    return correct / len(data), loss / len(data)
-
-
 def split_for_selection(data: Data, held_out: float = 0.25, seed: int = 0) -> tuple[Data, Data]:
     """``data`` split at random (fixed by ``seed``) into a fitting part and a held-out part."""
     if not 0.0 < held_out < 1.0:
@@ -127,7 +114,7 @@ def select_budget(model: nn.Module, data: Data, lrs=DEFAULT_LRS,
         candidate = copy_model(model)
 
         def record(epoch, lr=lr, candidate=candidate):
-            scores[lr, epoch] = _score(candidate, out)
+            scores[lr, epoch] = accuracy_and_loss(candidate, out)
 
         train(candidate, fit, epochs=max_epochs, lr=lr, batch_size=batch_size, seed=seed,
               progress=progress, desc=f"selecting (lr={lr:g})", on_epoch=record, **options)
