@@ -217,7 +217,7 @@ def test_training_lengths_and_their_table():
     curve = SimpleNamespace(table=table, stop_row=table.iloc[1], means=torch.tensor([0.0, 1.0]))
     out = length_table({30: curve, 60: curve}, {30: 0.12345, 60: 0.05})
     assert out.index.name == "epochs" and list(out.index) == [30, 60]
-    assert list(out["val loss"]) == [0.123, 0.05]
-    pd.testing.assert_frame_equal(out.drop(columns="val loss"),
+    assert list(out["val loss x 1000"]) == [123, 50]
+    pd.testing.assert_frame_equal(out.drop(columns="val loss x 1000"),
                                   curve_summary({30: curve, 60: curve}).rename_axis("epochs"))
     assert out.loc[60, "stop: success %"] == 10.0 and out.loc[60, "success<20%: clean loss (pts)"] == 0

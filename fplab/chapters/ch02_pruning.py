@@ -101,10 +101,11 @@ def training_lengths(case, factors=LENGTH_FACTORS) -> dict:
 def length_table(curves: dict, val_losses: dict) -> pd.DataFrame:
     """:func:`curve_summary` of one case trained for different numbers of epochs (``curves``:
     epochs -> its pruning curve), with the loss each model ends at on clean validation data
-    (``val_losses``, same keys): the criterion a trainer would stop on, blind to the trigger."""
+    (``val_losses``, same keys; shown x 1000, in millinats, so that the guarded table prints no
+    bare fraction): the criterion a trainer would stop on, blind to the trigger."""
     table = curve_summary(curves)
     table.index.name = "epochs"
-    table.insert(0, "val loss", pd.Series(val_losses).round(3))
+    table.insert(0, "val loss x 1000", (1000 * pd.Series(val_losses)).round().astype(int))
     return table
 
 
