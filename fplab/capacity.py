@@ -19,13 +19,18 @@ from . import zoo
 from .activations import dormant_fraction
 from .defenses.pruning import DEFAULT_MAX_DROP, pruning_curve
 from .errors import check_choice
-from .models import CAPACITY_WIDTHS, MODELS
+from .models import ARCHITECTURES, CAPACITY_WIDTHS, MODELS
 from .poison import Attack
 
 
 def width_model(base: str, width: int) -> str:
-    """The registered name of network ``base`` with its last conv layer ``width`` channels wide."""
+    """The registered name of network ``base`` with its last conv layer ``width`` channels wide:
+    ``base`` itself at its own width (the same network, so the same zoo entries), else
+    ``<base>_w<width>``."""
     check_choice("width", width, CAPACITY_WIDTHS)
+    check_choice("model", base, MODELS)
+    if ARCHITECTURES.get(base, ([(None,)], []))[0][-1][0] == width:
+        return base
     name = f"{base}_w{width}"
     check_choice("model", name, MODELS)
     return name

@@ -147,18 +147,19 @@ def _shipped_recipes():
 
 def ship_weights(args) -> None:
     """Maintainers: train (or take from the cache, never from fplab/weights itself) every shipped
-    case-study model and chapter 2's fast capacity map, copy them into fplab/weights and write
+    case-study model and chapter 2's fast capacity maps, copy them into fplab/weights and write
     its manifest: SHA-256 of every file, and the clean accuracy / attack success each model
     measures. Run it under ``make`` 's portable numerics (``make ship-weights``) so that
     ``retrain-shipped`` reproduces the files on any machine.
 
-    ``--only`` labels (``ch07/ANP-aware``), keys or ``capacity``: ship just those and keep every
+    ``--only`` labels (``ch07/ANP-aware``), keys or a map's label (``capacity``,
+    ``capacity-speech``): ship just those and keep every
     other entry as shipped (refused if another recipe has changed and has no shipped entry)."""
     import shutil
     from dataclasses import asdict
     from . import zoo
     from .capacity import MAP_FILE, capacity_map, map_key
-    from .chapters.ch02_pruning import CAPACITY_GRID, capacity_recipe
+    from .chapters.ch02_pruning import shipped_maps
     from .store import atomic_write_json
     only = set(getattr(args, "only", None) or ())
     old = zoo.shipped_entries() if only else {}
@@ -187,19 +188,19 @@ def ship_weights(args) -> None:
     if missing:
         raise SystemExit(f"ship-weights --only: these recipes changed and have no shipped entry; "
                          f"ship them too: {' '.join(missing)}")
-    grid, recipe = CAPACITY_GRID["fast"], capacity_recipe("fast")
-    key = map_key(recipe, grid["widths"], grid["epochs"])
-    if only and "capacity" not in only and key in old:
-        entries[key] = old[key]
-    else:
-        table = capacity_map(recipe, grid["widths"], grid["epochs"], shipped=False)
+    for label, recipe, widths, epochs, base in shipped_maps("fast"):
+        key = map_key(recipe, widths, epochs, base)
+        if only and label not in only and key in old:
+            entries[key] = old[key]
+            continue
+        table = capacity_map(recipe, widths, epochs, base, shipped=False)
         (zoo.SHIPPED_DIR / key).mkdir(parents=True, exist_ok=True)
         (zoo.SHIPPED_DIR / key / MAP_FILE).write_text(table.to_json(orient="records", indent=1))
-        entries[key] = {"kind": "capacity_map", "profile": "fast",
+        entries[key] = {"label": label, "kind": "capacity_map", "profile": "fast",
                         "files": {MAP_FILE: sha256_file(zoo.SHIPPED_DIR / key / MAP_FILE)},
-                        "recipe": {"base": asdict(recipe), "widths": list(grid["widths"]),
-                                   "epochs": list(grid["epochs"])}}
-        print(f"shipped the fast capacity map {key}")
+                        "recipe": {"base": asdict(recipe), "network": base,
+                                   "widths": list(widths), "epochs": list(epochs)}}
+        print(f"shipped the fast capacity map {label} {key}")
     for stale in zoo.SHIPPED_DIR.iterdir():  # entries of recipes that no longer exist
         if stale.is_dir() and stale.name not in entries:
             shutil.rmtree(stale)
@@ -210,7 +211,7 @@ def retrain_shipped(args) -> bool:
     """Retrain every shipped model (or the ``--only`` keys) from its recipe in a fresh cache and
     report whether it reaches the shipped clean accuracy and attack success within 1 point: the
     models of ``fplab/weights``, the models the results snapshot ships (``fplab/results/zoo``)
-    and the shipped capacity map."""
+    and the shipped capacity maps."""
     import tempfile
     from . import zoo
     ok = True
@@ -274,24 +275,20 @@ def _recompute_shipped_maps(only) -> bool:
     attack success, success at the stopping rule and dormant fraction within 1 point."""
     from . import zoo
     from .capacity import capacity_map, map_key, shipped_map
-    from .chapters.ch02_pruning import CAPACITY_GRID, capacity_recipe
-    if only and "capacity" not in only:
-        return True
+    from .chapters.ch02_pruning import shipped_maps
     ok = True
-    for profile in ("fast",):
-        grid = CAPACITY_GRID[profile]
-        recipe = capacity_recipe(profile)
-        key = map_key(recipe, grid["widths"], grid["epochs"])
-        if key not in zoo.shipped_entries():
+    for label, recipe, widths, epochs, base in shipped_maps("fast"):
+        key = map_key(recipe, widths, epochs, base)
+        if (only and label not in only) or key not in zoo.shipped_entries():
             continue
         os.environ.pop("FPLAB_NO_SHIPPED", None)
         shipped = shipped_map(key)
         os.environ["FPLAB_NO_SHIPPED"] = "1"
-        again = capacity_map(recipe, grid["widths"], grid["epochs"], shipped=False)
+        again = capacity_map(recipe, widths, epochs, base, shipped=False)
         columns = ["asr", "stop_asr", "dormant", "clean_acc"]
         diff = (again[columns] - shipped[columns]).abs().max().max()
         ok &= bool(diff <= 0.01 + 1e-9)
-        print(f"capacity map {key} ({profile}): largest difference {100 * diff:.1f} points -> "
+        print(f"capacity map {label} {key}: largest difference {100 * diff:.1f} points -> "
               f"{'same within 1 point' if diff <= 0.01 + 1e-9 else 'DIFFERENT'}")
     return ok
 
@@ -361,14 +358,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("file")
     p = sub.add_parser("ship-weights", help="maintainers: copy the trained case-study models into "
                    "fplab/weights (with their SHA-256 manifest)")
-    p.add_argument("--only", nargs="*", help="labels, keys or 'capacity': ship just these, keep "
+    p.add_argument("--only", nargs="*", help="labels, keys or a map ('capacity', 'capacity-speech'): "
+                   "ship just these, keep "
                    "the rest, e.g. ch07/ANP-aware")
     sub.add_parser("ship-results", help="maintainers: copy the computed results in the cache "
                    "(ANP masks, fine-tuned weights) into fplab/results (with their SHA-256)")
     p = sub.add_parser("retrain-shipped", help="retrain every shipped model from its recipe and "
                        "check it reaches the same clean accuracy and attack success (1 point)")
     p.add_argument("--only", nargs="*", help="keys or labels, e.g. speech/clean, ch07/ANP-aware, "
-                   "results/085dc6b1288c79f7 (a model of fplab/results/zoo), capacity")
+                   "results/085dc6b1288c79f7 (a model of fplab/results/zoo), capacity, "
+                   "capacity-speech")
     p = sub.add_parser("_measure")
     p.add_argument("path")
     p.add_argument("parameters")

@@ -76,8 +76,13 @@ def test_pruning_leaves_a_backdoor_that_shares_a_clean_channel(synthetic):
 
 def test_width_model_names_and_recipes():
     assert width_model("mnist_cnn", 64) == "mnist_cnn_w64"
+    assert width_model("mnist_cnn", 32) == "mnist_cnn"        # its own width: the same network
+    assert width_model("speech_cnn_wide", 64) == "speech_cnn_wide_w64"
+    assert width_model("speech_cnn_wide", 256) == "speech_cnn_wide"
     with pytest.raises(ValueError, match="width"):
         width_model("mnist_cnn", 7)
+    with pytest.raises(ValueError, match="model"):
+        width_model("no_such_net", 64)
     base = zoo.Recipe("synthetic", "mnist_cnn", TRIGGER.spec(), {"epochs": 1, "lr": 1e-2, "batch_size": 64})
     recipes = capacity_recipes(base, (8, 16), (1, 2))
     assert recipes[16, 2].model == "mnist_cnn_w16" and recipes[16, 2].train["epochs"] == 2
@@ -95,3 +100,18 @@ def test_capacity_map_on_a_tiny_model(cache):
         assert table[column].between(0, 1).all(), column
     again = capacity_map(base, (8, 16), (1, 2), progress=False)   # from the zoo: identical
     assert again.equals(table)
+
+
+def test_the_speech_map_shares_the_training_length_models():
+    """The map on the speech case study: its widest row is the case's own network at the epochs
+    of the training-length table (the same zoo entries), and both maps ship under their labels."""
+    from fplab.chapters.casestudies import case_study
+    from fplab.chapters.ch02_pruning import shipped_maps, speech_map_grid, training_lengths
+    recipe, widths, epochs = speech_map_grid()
+    speech = case_study("speech")
+    assert widths[-1] == 256 and epochs == tuple(training_lengths(speech)) == (30, 60, 120)
+    cells = capacity_recipes(recipe, widths, epochs, base="speech_cnn_wide")
+    for e, case in training_lengths(speech).items():
+        assert cells[256, e].recipe_hash() == case.baseline_recipe().recipe_hash()
+    assert cells[64, 30].model == "speech_cnn_wide_w64" and cells[64, 30].attack == recipe.attack
+    assert [m[0] for m in shipped_maps()] == ["capacity", "capacity-speech"]

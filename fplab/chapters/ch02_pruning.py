@@ -192,6 +192,30 @@ def capacity_recipe(profile: str = "fast", seed: int = 0):
     return replace(recipe, sizes=sizes) if sizes else recipe
 
 
+#: The map on a case study: the speech case's last conv layer at these widths (its own is 256),
+#: each trained 1, 2 and 4 times its recipe's epochs (:data:`LENGTH_FACTORS`).
+SPEECH_MAP_WIDTHS = (64, 128, 256)
+SPEECH_MAP_BASE = "speech_cnn_wide"
+
+
+def speech_map_grid(profile: str = "fast", seed: int = 0):
+    """``(recipe, widths, epochs)`` of the map on the speech case study: its baseline recipe,
+    :data:`SPEECH_MAP_WIDTHS` and the epochs of :func:`training_lengths` (so its 256-channel row
+    is the training-length table's models)."""
+    from .casestudies import case_study
+    speech = case_study("speech", profile, seed)
+    return speech.baseline_recipe(), SPEECH_MAP_WIDTHS, tuple(training_lengths(speech))
+
+
+def shipped_maps(profile: str = "fast") -> list[tuple[str, object, tuple, tuple, str]]:
+    """``(label, recipe, widths, epochs, base network)`` of each capacity map whose table ships
+    with fplab (``ship-weights`` writes them, ``retrain-shipped --only <label>`` recomputes them):
+    the MNIST map (``capacity``) and the speech case study's (``capacity-speech``)."""
+    grid = CAPACITY_GRID[profile]
+    return [("capacity", capacity_recipe(profile), grid["widths"], grid["epochs"], "mnist_cnn"),
+            ("capacity-speech", *speech_map_grid(profile), SPEECH_MAP_BASE)]
+
+
 def plot_capacity_map(table: pd.DataFrame, title="When pruning works: MNIST BadNet"):
     """Two heatmaps (one per row, 784 px wide): attack success at the stopping rule, and the
     dormant fraction of the last conv layer, per width (rows) and epochs (columns)."""
