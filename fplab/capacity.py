@@ -29,7 +29,8 @@ def width_model(base: str, width: int) -> str:
     ``<base>_w<width>``."""
     check_choice("width", width, CAPACITY_WIDTHS)
     check_choice("model", base, MODELS)
-    if ARCHITECTURES.get(base, ([(None,)], []))[0][-1][0] == width:
+    convs = ARCHITECTURES.get(base, ([], []))[0]
+    if convs and convs[-1][0] == width:  # (out_channels, kernel, stride, padding, pool)
         return base
     name = f"{base}_w{width}"
     check_choice("model", name, MODELS)
