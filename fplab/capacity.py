@@ -94,7 +94,8 @@ def capacity_map(recipe: zoo.Recipe, widths, epochs, base: str = "mnist_cnn",
     for (w, e), r in progress_bar(recipes.items(), desc="capacity map", progress=progress, leave=True):
         model = zoo.load(r, splits=splits).model
         curve = pruning_curve(model, splits.val, splits.test, attack, splits.num_classes,
-                              max_drop=max_drop, progress=False)
+                              max_drop=max_drop, progress=False, cache=True)  # shared, e.g.
+        # with chapter 2's training-length table, whose models are the speech map's 256 row
         first, stop = curve.table.iloc[0], curve.stop_row
         rows.append({"width": w, "epochs": e, "clean_acc": first.clean_acc, "asr": first.asr,
                      "dormant": dormant_fraction(curve.means), "stop_fraction": stop.fraction,

@@ -128,10 +128,10 @@ def _results_models():
     (``fplab/results/zoo``: chapter 1's networks, chapter 2's contrast cases) beside
     ``fplab/weights``. They are shipped weights too, so ``retrain-shipped`` retrains them."""
     import json
-    from .store import SHIPPED_RESULTS
+    from .store import SHIPPED_RESULTS, ZOO_FOLDER
     from .zoo import Recipe
     return [(f"results/{m.parent.name}", Recipe(**json.loads(m.read_text())["recipe"]), m.parent)
-            for m in sorted((SHIPPED_RESULTS / "zoo").glob("*/manifest.json"))]
+            for m in sorted((SHIPPED_RESULTS / ZOO_FOLDER).glob("*/manifest.json"))]
 
 
 def _selected(only, label: str, key: str) -> bool:
@@ -303,7 +303,8 @@ def ship_results(args) -> None:
     import json
     from . import zoo
     from .paths import cache_dir
-    from .store import RESULTS_MANIFEST, SHIPPED_RESULTS, atomic_write_json, copy_verified
+    from .store import (RESULTS_MANIFEST, SHIPPED_RESULTS, ZOO_FOLDER, atomic_write_json,
+                        copy_verified)
     cache = cache_dir()
     curated = {e["files"].get("manifest.json") for e in zoo.shipped_entries().values()}
     files = []
@@ -311,8 +312,8 @@ def ship_results(args) -> None:
         rel = path.relative_to(cache)
         if rel.parts[0] == "datasets":
             continue
-        if rel.parts[0] == "zoo":
-            record = cache / "zoo" / rel.parts[1] / "manifest.json"
+        if rel.parts[0] == ZOO_FOLDER:
+            record = cache / ZOO_FOLDER / rel.parts[1] / "manifest.json"
             if not record.exists() or sha256_file(record) in curated:
                 continue
         files.append((path, SHIPPED_RESULTS / rel, sha256_file(path)))

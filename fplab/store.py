@@ -182,6 +182,9 @@ def memoized(folder: str | os.PathLike, key: str, compute, record: dict | None =
 #: everything), ``FPLAB_NO_SHIPPED_RESULTS=1`` the results alone, not the snapshot's models
 #: (``make ship-results``, the benchmark's cold runs).
 SHIPPED_RESULTS = Path(__file__).parent / "results"
+#: The zoo's folder in a cache (``$FPLAB_CACHE/zoo/<key>/``, :func:`fplab.zoo.entry_dir`), and so in
+#: the results snapshot, whose ``zoo/`` entries are shipped models.
+ZOO_FOLDER = "zoo"
 RESULTS_MANIFEST = SHIPPED_RESULTS / "SHA256SUMS.json"
 RESULT_SUFFIXES = (".pt", ".json")  # a result's two files (install_shipped_files copies the .json last)
 
@@ -194,7 +197,7 @@ def shipped_results() -> dict:
         return {}
     manifest = json.loads(RESULTS_MANIFEST.read_text())
     if os.environ.get("FPLAB_NO_SHIPPED_RESULTS"):
-        return {name: digest for name, digest in manifest.items() if name.startswith("zoo/")}
+        return {name: digest for name, digest in manifest.items() if name.startswith(f"{ZOO_FOLDER}/")}
     return manifest
 
 

@@ -40,8 +40,9 @@ from .models import build_model
 from .numerics import machine
 from .paths import cache_dir
 from .poison import Attack, poison
-from .store import (atomic_save, atomic_write_json, compute_context, install_shipped_files,
-                    sha256_file, shipped_entry_files, verified_load, verify_sha256)
+from .store import (ZOO_FOLDER, atomic_save, atomic_write_json, compute_context,
+                    install_shipped_files, sha256_file, shipped_entry_files, verified_load,
+                    verify_sha256)
 from .train import default_device, preserved_rng, seed_everything, train
 
 
@@ -139,7 +140,7 @@ def entry_dir(recipe: Recipe, cache=None) -> Path:
     extra files there, and :func:`load` records their SHA-256 in the manifest)."""
     if _BUILDING and _BUILDING[-1][0] == recipe.key():
         return _BUILDING[-1][1]
-    return cache_dir(cache) / "zoo" / recipe.key()
+    return cache_dir(cache) / ZOO_FOLDER / recipe.key()
 
 
 #: Trained weights shipped with the package (issue 8): ``<recipe_hash>/`` folders, copies of zoo
