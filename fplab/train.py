@@ -70,13 +70,16 @@ def random_shift(x: Tensor, pixels: int, gen: torch.Generator) -> Tensor:
 def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_size: int = 128,
           optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
           shift: int = 0, seed: int = 0, params=None, desc: str = "training",
-          progress: bool = True, on_epoch=None) -> list[float]:
+          progress: bool = True, on_epoch=None, milestones=()) -> list[float]:
     """Train ``model`` in place on ``data`` with cross-entropy; return the mean loss per epoch.
 
     ``params`` restricts the update to some parameters (fine-tuning only the last layers, as in
     the BadNets transfer-learning attack); ``shift`` adds random-shift augmentation.
     ``on_epoch(epoch)`` (1-based) is called after every epoch, e.g. to score a held-out set; it
     does not change the training (the model is put back in training mode after it).
+
+    ``milestones``: epochs after which the learning rate is divided by 10 (a step schedule, as
+    torch's ``MultiStepLR`` with ``gamma=0.1``; empty: constant ``lr``).
 
     ``seed`` fixes everything random here: the batch order, the shifts and the dropout masks
     (torch's global generator is seeded inside a fork of it, so the caller's is left as it was).
@@ -88,6 +91,8 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
         raise ValueError(f"epochs={epochs} must be >= 0 and batch_size={batch_size} >= 1")
     if len(data) == 0:
         raise ValueError("data is empty: nothing to train on")
+    if any(not 0 < m < epochs for m in milestones) or list(milestones) != sorted(set(milestones)):
+        raise ValueError(f"milestones={list(milestones)} must be increasing epochs in 1..{epochs - 1}")
     params = list(model.parameters() if params is None else params)
     opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if optimizer == "adam"
            else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay))
@@ -110,6 +115,9 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
                 total += loss.item() * len(idx)
                 bar.update()
             losses.append(total / len(data))
+            if len(losses) in milestones:
+                for group in opt.param_groups:
+                    group["lr"] *= 0.1
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if on_epoch is not None:
                 on_epoch(len(losses))

@@ -483,3 +483,32 @@ def test_deep_section_table_and_verdict(splits, monkeypatch, cache):
     assert verdict({"ACC": 0.90, "ASR": 0.0}, {"ACC": 0.90, "ASR": 0.09})["holds"]  # mean 4.5%
     assert not verdict(ok, {"ACC": 0.90, "ASR": 0.06})["holds"]  # mean 5%
     assert not verdict(ok, {"ACC": 0.879, "ASR": 0.04})["holds"]  # mean loss 3.05 points
+
+
+def test_strength_table_scales_only_the_test_trigger(splits, cache):
+    """Chapter 5's weak-backdoor table: factor 1 is the benchmark's test attack, factor k scales
+    SIG's amplitude / WaNet's strength k times and nothing else; a model that ignores its input
+    scores the same success under every factor, and bad input names the parameter."""
+    from fplab.chapters import ch05_anp as ch
+    for name, option in ch.STRENGTH_OPTION.items():
+        assert ch.scaled_test_attack(name, 1) == ch.test_attack(name)
+        base, double = ch.test_attack(name), ch.scaled_test_attack(name, 2)
+        assert double.trigger_options[option] == pytest.approx(2 * base.trigger_options[option])
+        assert {k: v for k, v in double.trigger_options.items() if k != option} == \
+            {k: v for k, v in base.trigger_options.items() if k != option}
+    with pytest.raises(ValueError, match="name"):
+        ch.scaled_test_attack("BadNets", 2)
+    with pytest.raises(ValueError, match="factor"):
+        ch.scaled_test_attack("SIG", 0)
+
+    class Constant(nn.Module):  # always predicts class 0, the target: every trigger "succeeds"
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+
+    data = splits.test.subset(torch.arange(40))
+    table = ch.strength_table({"SIG": Constant(), "WaNet": Constant(), "clean": Constant()},
+                              data, 10, factors=(1, 3))
+    assert list(table.index) == [1, 3] and table.loc[3, "SIG amplitude"] == "60/255"
+    assert table.loc[1, "WaNet strength"] == "0.5 px" and table.loc[3, "WaNet strength"] == "1.5 px"
+    models = [c for c in table.columns if "model" in c]
+    assert len(models) == 4 and (table[models] == table.loc[1, models]).all().all()

@@ -77,3 +77,29 @@ def test_cache_keys_include_the_thread_count():
     assert one[0] != two[0] and one[1] != two[1]
     assert (one[2]["threads"], two[2]["threads"]) == (1, 2)
     assert compute_context("cuda") == {"torch": torch.__version__.split("+")[0], "device": "cuda"}
+
+
+def test_step_schedule_divides_the_learning_rate_at_each_milestone():
+    """``train(milestones=...)``: the ANP code's step schedule. One image of class 0, a zero
+    two-class linear model, plain SGD: weight [0, 0] moves by lr * (1 - sigmoid(2 w)) per step
+    (the other class's weight mirrors it), so the trajectory shows each epoch's learning rate;
+    bad milestones name the parameter."""
+    import math
+    from fplab.data import Data
+    from fplab.train import train
+    x, y = torch.ones(1, 1), torch.tensor([0])
+    for milestones, rates in (((), (0.5, 0.5, 0.5)), ((1, 2), (0.5, 0.05, 0.005))):
+        model = torch.nn.Linear(1, 2, bias=False)
+        torch.nn.init.zeros_(model.weight)
+        seen = []
+        train(model, Data(x, y), epochs=3, lr=0.5, optimizer="sgd", momentum=0.0, batch_size=1,
+              progress=False, milestones=milestones,
+              on_epoch=lambda _: seen.append(model.weight[0, 0].item()))
+        w, expected = 0.0, []
+        for lr in rates:
+            w += lr * (1 - 1 / (1 + math.exp(-2 * w)))
+            expected.append(w)
+        assert seen == pytest.approx(expected, rel=1e-6), milestones
+    for bad in ((3,), (2, 1), (0,), (1, 1)):
+        with pytest.raises(ValueError, match="milestones"):
+            train(torch.nn.Linear(1, 2), Data(x, y), epochs=3, milestones=bad, progress=False)
