@@ -92,7 +92,8 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
     if len(data) == 0:
         raise ValueError("data is empty: nothing to train on")
     if any(not 0 < m < epochs for m in milestones) or list(milestones) != sorted(set(milestones)):
-        raise ValueError(f"milestones={list(milestones)} must be increasing epochs in 1..{epochs - 1}")
+        raise ValueError(f"milestones={list(milestones)} must be increasing epochs in "
+                         f"1..{epochs - 1}")
     params = list(model.parameters() if params is None else params)
     opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if optimizer == "adam"
            else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay))

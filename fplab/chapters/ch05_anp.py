@@ -19,7 +19,7 @@ which is not reproduced. Defenses: none; fine-tuning on the defender's clean ima
 and 0.02; fine-pruning (chapter 4); ANP. Profiles: ``fast`` is ten GTSRB classes at 32x32 (the
 offline stand-in for CIFAR-10: 2,314 training, 626 held-out-track validation, 600 test images)
 with ``traffic_cnn_bn`` (three conv + BatchNorm blocks of 16, 32, 64 channels, fc 128), which
-trains in about a minute on a CPU; ``full`` is CIFAR-10 with the ANP code's ResNet-18
+trains in about four minutes on one CPU thread; ``full`` is CIFAR-10 with the ANP code's ResNet-18
 (post-activation, 20 BatchNorm layers), which needs the dataset and a GPU. Both train as the ANP
 code's ``train_backdoor_cifar.py`` does (:data:`ANP_TRAIN`): SGD at lr 0.1 with momentum 0.9,
 weight decay 5e-4, batch 128, random shifts of up to 4 pixels (its ``RandomCrop(32,
@@ -30,7 +30,8 @@ epochs (milestones 100 and 150, the original's) in the full profile, 100 (milest
 for 40 epochs: its final clean accuracy depended on where in a noisy trajectory training stopped
 (80-95% from one epoch to the next), so the same recipe retrained on another processor landed
 4-9 points away from the shipped model (two threads instead of one: 10.8 points on the clean
-model); with the step schedule the last epochs change little (1.5 points with two threads). The section on a deeper network repeats BadNets and Blend on a quarter-width ResNet-18
+model); with the step schedule the last epochs change little (1.5 points with two threads).
+The section on a deeper network repeats BadNets and Blend on a quarter-width ResNet-18
 (:data:`DEEP`, :func:`deep_recipe`, :func:`deep_masks`: the paper's 2000 iterations, masks and
 models shipped), BadNets on three training seeds (:func:`deep_seeds`, :func:`replicate_table`).
 The MNIST corner case (:func:`mnist_corner_case`) shows where ANP cannot see.
