@@ -86,7 +86,8 @@ def _case_recipes(profile: str = "fast", seed: int = 0):
 def _chapter_recipes(profile: str = "fast", seed: int = 0):
     """``[(label, recipe)]``: the models of chapters 5-7 (ANP's attacks on GTSRB-10, chapter 6's
     defended MNIST networks, chapter 7's adaptive attackers). Together they are most of the
-    course's training time (about 20 minutes on this project's 2-core CI machine), so they ship."""
+    course's training time (chapter 5's six GTSRB models alone about 25 minutes on one CPU thread,
+    its four quarter-width ResNet-18s about 20), so they ship."""
     from .chapters import ch05_anp as ch5, ch06_adaptive_attacks as ch6
     from .chapters import ch07_adaptive_backdoors as ch7
     splits5 = ch5.base_recipe(profile, seed).splits()
