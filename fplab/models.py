@@ -48,19 +48,21 @@ ARCHITECTURES: dict[str, tuple[list[tuple[int, int, int, int, bool]], list[int]]
     "speech_cnn_wide": ([(32, 5, 2, 2, True), (64, 3, 1, 1, True), (256, 3, 1, 1, True)], [128]),
     "traffic_cnn_wide": ([(32, 3, 1, 1, True), (64, 3, 1, 1, True), (256, 3, 1, 1, True)], [128]),
 }
-#: The MNIST BadNet with its last conv layer ``w`` channels wide (``mnist_cnn_w32`` is
-#: ``mnist_cnn``'s table): the width axis of the map of when pruning works (:mod:`fplab.capacity`).
-CAPACITY_WIDTHS = (8, 16, 32, 64, 128, 256)
-ARCHITECTURES.update({f"mnist_cnn_w{w}": ([(16, 5, 1, 0, True), (w, 5, 1, 0, True)], [512])
-                      for w in CAPACITY_WIDTHS})
-#: The speech case study's network with its last conv layer ``w`` channels wide (the case's own
-#: ``speech_cnn_wide`` has 256): the width axis of the map on a case study.
-ARCHITECTURES.update({f"speech_cnn_wide_w{w}": ([(32, 5, 2, 2, True), (64, 3, 1, 1, True),
-                                                 (w, 3, 1, 1, True)], [128])
-                      for w in CAPACITY_WIDTHS})
 #: Dropout probability before each fully connected layer (networks not listed have none).
-DROPOUT: dict[str, float] = {"face_cnn_wide2": 0.5, "speech_cnn_wide": 0.5, "traffic_cnn_wide": 0.5,
-                             **{f"speech_cnn_wide_w{w}": 0.5 for w in CAPACITY_WIDTHS}}
+DROPOUT: dict[str, float] = {"face_cnn_wide2": 0.5, "speech_cnn_wide": 0.5, "traffic_cnn_wide": 0.5}
+#: The widths of the map of when pruning works (:mod:`fplab.capacity`): ``<base>_w<w>`` is network
+#: ``base`` with its last conv layer ``w`` channels wide, everything else (dropout included) as
+#: ``base``'s: the MNIST BadNet (``mnist_cnn_w32`` is ``mnist_cnn``'s table) and the speech case
+#: study (its own ``speech_cnn_wide`` has 256).
+CAPACITY_WIDTHS = (8, 16, 32, 64, 128, 256)
+WIDENED = ("mnist_cnn", "speech_cnn_wide")
+for _base in WIDENED:
+    _convs, _hidden = ARCHITECTURES[_base]
+    for _w in CAPACITY_WIDTHS:
+        ARCHITECTURES[f"{_base}_w{_w}"] = (_convs[:-1] + [(_w, *_convs[-1][1:])], _hidden)
+        if _base in DROPOUT:
+            DROPOUT[f"{_base}_w{_w}"] = DROPOUT[_base]
+del _base, _convs, _hidden, _w
 #: The ResNet-18 variants (:class:`fplab.resnet.ResNet18`) -> their four stage widths.
 RESNET18_WIDTHS = {"resnet18": (64, 128, 256, 512), "resnet18_w16": (16, 32, 64, 128)}
 MODELS = (tuple(ARCHITECTURES) + tuple(f"{name}_bn" for name in ARCHITECTURES)

@@ -78,7 +78,7 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
     ``on_epoch(epoch)`` (1-based) is called after every epoch, e.g. to score a held-out set; it
     does not change the training (the model is put back in training mode after it).
 
-    ``milestones``: epochs after which the learning rate is divided by 10 (a step schedule, as
+    ``milestones``: epochs after which the learning rate is divided by 10 (a step schedule:
     torch's ``MultiStepLR`` with ``gamma=0.1``; empty: constant ``lr``).
 
     ``seed`` fixes everything random here: the batch order, the shifts and the dropout masks
@@ -97,6 +97,7 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
     params = list(model.parameters() if params is None else params)
     opt = (torch.optim.Adam(params, lr=lr, weight_decay=weight_decay) if optimizer == "adam"
            else torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay))
+    schedule = torch.optim.lr_scheduler.MultiStepLR(opt, list(milestones), gamma=0.1)
     gen = torch.Generator().manual_seed(seed)
     device = model_device(model)  # batches follow the model (CPU or GPU)
     steps = (len(data) + batch_size - 1) // batch_size
@@ -116,9 +117,7 @@ def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_siz
                 total += loss.item() * len(idx)
                 bar.update()
             losses.append(total / len(data))
-            if len(losses) in milestones:
-                for group in opt.param_groups:
-                    group["lr"] *= 0.1
+            schedule.step()
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if on_epoch is not None:
                 on_epoch(len(losses))
