@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -128,7 +129,6 @@ def _results_models():
     """``[(label, recipe, folder)]``: the trained models the results snapshot ships
     (``fplab/results/zoo``: chapter 1's networks, chapter 2's contrast cases) beside
     ``fplab/weights``. They are shipped weights too, so ``retrain-shipped`` retrains them."""
-    import json
     from .store import SHIPPED_RESULTS, ZOO_FOLDER
     from .zoo import Recipe
     return [(f"results/{m.parent.name}", Recipe(**json.loads(m.read_text())["recipe"]), m.parent)
@@ -164,8 +164,9 @@ def ship_weights(args) -> None:
     from .store import atomic_write_json
     only = set(getattr(args, "only", None) or ())
     old = zoo.shipped_entries() if only else {}
+    entries = _ship_deep_masks(only, old)  # of the models as shipped: before shipping is off
     os.environ["FPLAB_NO_SHIPPED"] = "1"
-    entries, missing = {}, []
+    missing = []
     for label, case, recipe in _shipped_recipes():
         key = recipe.recipe_hash()
         if not _selected(only, label, key):
@@ -208,6 +209,31 @@ def ship_weights(args) -> None:
     atomic_write_json(entries, zoo.SHIPPED_MANIFEST)
 
 
+def _ship_deep_masks(only, old: dict) -> dict:
+    """Chapter 5's deeper-network ANP runs (:func:`fplab.chapters.ch05_anp.shipped_deep_runs`:
+    an hour each on one CPU thread) into fplab/weights, for the models as they ship: taken from
+    the cache or the results snapshot, else computed. ``{key: manifest entry}``; with ``only``,
+    the runs not named keep their shipped entries."""
+    from . import zoo
+    from .chapters.ch05_anp import shipped_deep_runs
+    from .defenses.anp import anp_masks, ship_masks
+    entries = {}
+    for label, recipe, clean, anp, seed in shipped_deep_runs():
+        kept = [k for k, e in old.items() if e.get("label") == label]
+        if only and label not in only and kept:
+            entries[kept[0]] = old[kept[0]]
+            continue
+        model = zoo.load(recipe, splits=recipe.splits()).model
+        result = anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, **anp)
+        files = ship_masks(result, zoo.SHIPPED_DIR / result.shipped_key)
+        entries[result.shipped_key] = {"label": label, "kind": "anp_masks", "files": files,
+                                       "model": recipe.recipe_hash(), "seed": seed,
+                                       "anp": {k: list(v) if isinstance(v, tuple) else v
+                                               for k, v in anp.items()}}
+        print(f"shipped {label} {result.shipped_key} (model {recipe.recipe_hash()})")
+    return entries
+
+
 def retrain_shipped(args) -> bool:
     """Retrain every shipped model (or the ``--only`` keys) from its recipe in a fresh cache and
     report whether it reaches the shipped clean accuracy and attack success within 1 point: the
@@ -230,6 +256,7 @@ def retrain_shipped(args) -> bool:
                                zoo.SHIPPED_DIR / recipe.recipe_hash())
             ok &= _retrain_results_models(args.only)
             ok &= _recompute_shipped_maps(args.only)
+            ok &= _recompute_deep_masks(args.only)
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -255,11 +282,20 @@ def _retrain_results_models(only) -> bool:
 def _compare(name: str, shipped: dict, again: dict, retrained: Path, original: Path) -> bool:
     """Print and return whether the retrained model's scores are within 1 point of the shipped
     ones; say whether the two entry folders' weights are bit-identical."""
+    from .numerics import family, machine
     same = all(abs(again[k] - shipped[k]) <= 0.01 + 1e-9 for k in again)
     identical = _same_tensors(retrained / "model.pt", original / "model.pt")
+    manifest = original / "manifest.json"
+    trained_on = json.loads(manifest.read_text()).get("machine") if manifest.exists() else None
+    if trained_on is None:
+        origin = "shipped from an unrecorded processor"
+    elif family(trained_on) == family():
+        origin = "shipped from this processor family"
+    else:
+        origin = f"shipped from another processor family: {trained_on}; here: {machine()}"
     print(f"{name}: shipped {shipped}, retrained {again} -> "
           f"{'same within 1 point' if same else 'DIFFERENT'}"
-          f" ({'bit-identical weights' if identical else 'other weights'})")
+          f" ({'bit-identical weights' if identical else 'other weights'}; {origin})")
     return same
 
 
@@ -294,6 +330,35 @@ def _recompute_shipped_maps(only) -> bool:
     return ok
 
 
+def _recompute_deep_masks(only) -> bool:
+    """Recompute the shipped ANP runs of chapter 5's deeper network that ``only`` names (an hour
+    each on one CPU thread: never without ``--only``) on the shipped models, and compare every
+    mask (final and recorded) with the shipped ones within 0.01."""
+    from . import zoo
+    from .chapters.ch05_anp import shipped_deep_runs
+    from .defenses.anp import _shipped_read, anp_masks
+    ok = True
+    for label, recipe, clean, anp, seed in shipped_deep_runs():
+        if not only or label not in only:
+            continue
+        model = zoo.entry_model(zoo.SHIPPED_DIR / recipe.recipe_hash())
+        again = anp_masks(model, clean, n_clean=len(clean), seed=seed, **anp)
+        os.environ.pop("FPLAB_NO_SHIPPED", None)
+        shipped = _shipped_read(again.shipped_key)
+        os.environ["FPLAB_NO_SHIPPED"] = "1"
+        if shipped is None:
+            print(f"{label}: no shipped masks for the shipped model and these arguments -> DIFFERENT")
+            ok = False
+            continue
+        pairs = [(shipped.masks, again.masks)] + [(shipped.history[i], again.history[i])
+                                                 for i in shipped.history]
+        diff = max((a[n] - b[n]).abs().max().item() for a, b in pairs for n in a)
+        ok &= diff <= 0.01
+        print(f"{label} {again.shipped_key}: largest mask difference {diff:.4f} -> "
+              f"{'same within 0.01' if diff <= 0.01 else 'DIFFERENT'}")
+    return ok
+
+
 def ship_results(args) -> None:
     """Maintainers: replace ``fplab/results`` with a snapshot of the cache (see
     :data:`fplab.store.SHIPPED_RESULTS`): every file but the datasets and the zoo entries that
@@ -301,7 +366,6 @@ def ship_results(args) -> None:
     fast-profile run of every notebook has just filled from empty (``make ship-results`` does
     both), so that exactly what ``make test`` computes ships. Prints how many files are the same
     as in the previous snapshot, bit for bit (a re-computation's check), changed, new or gone."""
-    import json
     from . import zoo
     from .paths import cache_dir
     from .store import (RESULTS_MANIFEST, SHIPPED_RESULTS, ZOO_FOLDER, atomic_write_json,

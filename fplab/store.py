@@ -95,13 +95,16 @@ def compute_context(device=None) -> dict:
     return context
 
 
-def fingerprint(*parts, device=None) -> str:
+def fingerprint(*parts, device=None, context: bool = True) -> str:
     """First 20 hex digits of a SHA-256 over ``parts``, in order: tensors (dtype, shape and
-    bytes), dicts (state dicts: every key and value) and JSON-able values, and the
+    bytes), dicts (state dicts: every key and value) and JSON-able values, and (``context``) the
     :func:`compute_context` of ``device``. The key under which a computed result (ANP masks, a
-    fine-tuned model) is cached: any change of input changes it."""
+    fine-tuned model) is cached: any change of input changes it. ``context=False``: the name of
+    a result that ships like a model, read in any context (:func:`fplab.defenses.anp.anp_masks`'
+    ``shipped``)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(compute_context(device), sort_keys=True).encode())
+    if context:
+        digest.update(json.dumps(compute_context(device), sort_keys=True).encode())
 
     def feed(part):
         if isinstance(part, torch.Tensor):

@@ -180,6 +180,41 @@ def test_cache_key_includes_algorithm_version(tmp_path, monkeypatch, splits):
     assert not again.cached and torch.equal(again.flat(), first.flat())
 
 
+def test_shipped_masks_are_read_in_any_context_verified_and_only_when_asked(tmp_path, monkeypatch,
+                                                                           splits, cache):
+    """Masks that ship (``fplab/weights/anp-<hash>``) stand in for the computation whatever the
+    thread count or numerics (the cache's keys include them, the shipped name does not); a changed
+    byte is refused; ``shipped=False`` or ``FPLAB_NO_SHIPPED`` computes; other arguments miss."""
+    import json
+    from fplab import store, zoo
+    from fplab.errors import IntegrityError
+    from conftest import flip_last_byte
+    model = tiny_model(True)
+    kw = dict(iterations=3, batch_size=32, n_clean=64, progress=False, record_at=[2])
+    computed = anp_masks(model, splits.val, **kw)
+    folder = tmp_path / "weights"
+    files = anp_module.ship_masks(computed, folder / computed.shipped_key)
+    monkeypatch.setattr(zoo, "SHIPPED_DIR", folder)
+    monkeypatch.setattr(zoo, "shipped_entries",
+                        lambda: {computed.shipped_key: {"kind": "anp_masks", "files": files}})
+    context = store.compute_context()
+    monkeypatch.setattr(store, "compute_context", lambda device=None: {**context, "threads": 99})
+    read = anp_masks(model, splits.val, shipped=True, cache=True, **kw)
+    assert read.cached and read.shipped_key == computed.shipped_key
+    assert torch.equal(read.flat(), computed.flat()) and read.losses == computed.losses
+    assert torch.equal(torch.cat(list(read.history[2].values())),
+                       torch.cat(list(computed.history[2].values())))
+    assert not anp_masks(model, splits.val, **kw).cached  # not asked for: computed
+    assert not anp_masks(model, splits.val, shipped=True, **{**kw, "iterations": 4}).cached
+    monkeypatch.setenv("FPLAB_NO_SHIPPED", "1")
+    assert not anp_masks(model, splits.val, shipped=True, **kw).cached
+    monkeypatch.delenv("FPLAB_NO_SHIPPED")
+    flip_last_byte(folder / computed.shipped_key / "masks.pt")
+    with pytest.raises(IntegrityError):
+        anp_masks(model, splits.val, shipped=True, **kw)
+    assert json.loads((folder / computed.shipped_key / "masks.json").read_text())["iterations"] == 3
+
+
 def test_record_at_keeps_intermediate_masks(splits):
     model = tiny_model(True)
     kw = dict(batch_size=32, n_clean=64, progress=False)

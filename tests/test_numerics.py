@@ -78,3 +78,15 @@ def test_a_zoo_load_leaves_the_global_generators_alike_trained_or_loaded(cache):
         zoo.load(recipe)
         draws.append((torch.rand(2).tolist(), random.random(), float(np.random.rand())))
     assert draws[0] == draws[1]
+
+
+def test_processor_families_join_intel_avx2_machines_and_keep_others_apart():
+    """Intel processors with AVX2 share MKL's reproducible branch (one family, whatever the model
+    name); any other processor, or an Intel one without AVX2, is its own family."""
+    from fplab.numerics import INTEL_AVX2, family, machine
+    xeons = ["GenuineIntel Intel(R) Xeon(R) Processor @ 2.80GHz avx512",
+             "GenuineIntel Intel(R) Xeon(R) Processor avx512", "GenuineIntel Intel(R) Core(TM) i7 avx2"]
+    assert {family(m) for m in xeons} == {INTEL_AVX2}
+    for other in ("AuthenticAMD AMD EPYC avx512", "GenuineIntel Intel(R) Atom(TM) other", "x86_64"):
+        assert family(other) == other
+    assert family() == family(machine())

@@ -10,7 +10,7 @@ import pytest
 
 from fplab import zoo
 from fplab.errors import IntegrityError
-from fplab.numerics import machine
+from fplab.numerics import family, machine
 
 from conftest import flip_last_byte
 
@@ -64,9 +64,10 @@ def test_shipped_manifest_lists_existing_files():
 
 @pytest.mark.retrain
 def test_the_cheapest_shipped_model_of_this_processor_retrains_to_the_same_numbers(cache):
-    """CI retrains a shipped model: the quickest to train among those trained on this kind of
-    processor (the same seed trains other weights on another kind, even in a portable run:
-    :func:`fplab.numerics.machine`), so the check holds on every machine that trained one."""
+    """CI retrains a shipped model: the quickest to train among those trained on this processor
+    family (the same seed trains other weights on another family, even in a portable run:
+    :func:`fplab.numerics.family`), so the check holds on every machine of a family that trained
+    one."""
     from fplab.cli import retrain_shipped
     from types import SimpleNamespace
     entries = zoo.shipped_entries()
@@ -74,10 +75,11 @@ def test_the_cheapest_shipped_model_of_this_processor_retrains_to_the_same_numbe
         pytest.skip("no shipped weights")
     records = {k: json.loads((zoo.SHIPPED_DIR / k / "manifest.json").read_text())
                for k in entries if (zoo.SHIPPED_DIR / k / "manifest.json").exists()}
-    here = sorted((r["train_seconds"], k) for k, r in records.items() if r.get("machine") == machine())
+    here = sorted((r["train_seconds"], k) for k, r in records.items()
+                  if r.get("machine") and family(r["machine"]) == family())
     if not here:
         pytest.skip(f"the shipped models were trained on {sorted({str(r.get('machine')) for r in records.values()})}, "
-                    f"this is {machine()!r}: retrained weights differ across processors")
+                    f"this is {machine()!r}: retrained weights differ across processor families")
     assert retrain_shipped(SimpleNamespace(only=[here[0][1]]))
 
 
@@ -113,3 +115,31 @@ def test_a_model_of_the_results_snapshot_retrains_to_the_same_numbers(cache, cap
     label = min(models)[1]
     assert retrain_shipped(SimpleNamespace(only=[label]))
     assert f"{label}: shipped" in capsys.readouterr().out  # it was retrained, not skipped
+
+
+def test_the_deeper_networks_anp_runs_ship_for_the_notebooks_own_arguments(cache, monkeypatch):
+    """Chapter 5's four 2000-iteration ANP runs (an hour each on one CPU thread) ship for the
+    shipped models, the notebook's clean images and its arguments (its parameters cell is
+    :data:`NOTEBOOK_ANP`), so no reader's run of the chapter computes them, whatever its thread
+    count: they are read, verified, without one optimisation step."""
+    import nbformat
+    from fplab.chapters import ch05_anp as bench
+    from fplab.defenses import anp
+    from fplab.paths import REPO_ROOT
+    nb = nbformat.read(REPO_ROOT / "notebooks" / "05_anp.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    params: dict = {}
+    exec(cell.source, params)
+    notebook = {"eps": params["eps"], "steps": params["steps"], "alpha": params["alpha"],
+                "lr": params["mask_lr"], "iterations": params["fast_iterations"],
+                "batch_size": params["batch_size"]}
+    assert notebook == bench.NOTEBOOK_ANP and params["n_clean"] == bench.NOTEBOOK_N_CLEAN
+    monkeypatch.setattr(anp, "_maximise_noise", lambda *a, **k: pytest.fail("computed, not read"))
+    monkeypatch.setenv("FPLAB_NO_SHIPPED_RESULTS", "1")  # not from the snapshot (a cold run's view)
+    runs = bench.shipped_deep_runs()
+    assert len(runs) == len(bench.DEEP_ATTACKS) + bench.DEEP_REPLICATES - 1
+    for label, recipe, clean, args, seed in runs:
+        model = zoo.load(recipe, splits=recipe.splits()).model
+        result = bench.deep_masks(model, clean, bench.NOTEBOOK_ANP, seed)
+        assert result.cached and zoo.shipped_entries()[result.shipped_key]["label"] == label
+        assert sorted(result.history) == list(bench.DEEP_ITERATIONS) and result.iterations == 2000

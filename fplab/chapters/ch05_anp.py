@@ -251,8 +251,33 @@ def deep_anp(anp: dict) -> dict:
 def deep_masks(model: nn.Module, clean: Data, anp: dict, seed: int = 0):
     """One ANP run on the deeper network: :func:`masks_for` with :func:`deep_anp` ``(anp)``
     (``result.history``: the masks at each of :data:`DEEP_ITERATIONS`) and a progress bar (46 to
-    57 minutes on one CPU thread)."""
-    return masks_for(model, clean, deep_anp(anp), seed, progress=True)
+    57 minutes on one CPU thread). The runs of the notebook's own arguments
+    (:func:`shipped_deep_runs`) ship with fplab like the models they belong to, and are read in
+    any context (thread count, numerics) instead of computed."""
+    return masks_for(model, clean, deep_anp(anp), seed, progress=True, shipped=True)
+
+
+#: ANP's arguments as the notebook's parameters set them (the paper's eps, steps, alpha, mask
+#: learning rate and batch; the fast profile's 100 iterations): the runs that ship.
+NOTEBOOK_ANP = {"eps": 0.4, "steps": 1, "alpha": 0.2, "lr": 0.2, "iterations": 100,
+                "batch_size": 128}
+#: How many clean images the notebook gives the defender (``n_clean``).
+NOTEBOOK_N_CLEAN = 500
+
+
+def shipped_deep_runs(profile: str = "fast", seed: int = 0):
+    """``[(label, model recipe, clean images, ANP arguments, ANP seed)]``: the deeper network's
+    ANP runs as the notebook makes them (:data:`NOTEBOOK_ANP`, :func:`deep_anp`; one per model of
+    :data:`DEEP_ATTACKS` and of the BadNets replicates), which ``make ship-weights`` ships."""
+    from ..defenses.anp import clean_subset
+    splits = base_recipe(profile, seed).splits()
+    clean = clean_subset(splits.val, min(NOTEBOOK_N_CLEAN, len(splits.val)), seed)
+    args = deep_anp(NOTEBOOK_ANP)
+    runs = [(f"ch05/deep-{name}/anp", deep_recipe(name, profile, seed, splits), clean, args, seed)
+            for name in DEEP_ATTACKS]
+    runs += [(f"ch05/deep-BadNets-seed{s}/anp", deep_recipe("BadNets", profile, s, splits), clean,
+              args, s) for s in deep_seeds(seed)[1:]]
+    return runs
 
 
 def deep_table(models: dict, attacks: dict, runs: dict, clean: Data, test: Data, num_classes: int,
@@ -321,12 +346,13 @@ def fine_tune(model: nn.Module, clean: Data, lr: float, epochs: int = 10, seed: 
               cache=True)
 
 
-def masks_for(model: nn.Module, clean: Data, anp: dict, seed: int = 0, progress: bool = False):
+def masks_for(model: nn.Module, clean: Data, anp: dict, seed: int = 0, progress: bool = False,
+              shipped: bool = False):
     """ANP's masks for ``model`` on all of ``clean`` (``anp``: arguments of
-    :func:`~fplab.defenses.anp.anp_masks`), cached."""
+    :func:`~fplab.defenses.anp.anp_masks`), cached (``shipped``: or read as they ship)."""
     from ..defenses.anp import anp_masks
     return anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, progress=progress,
-                     **anp)
+                     shipped=shipped, **anp)
 
 
 def run_defenses(model: nn.Module, splits: Splits, atk: Attack, clean: Data, anp: dict,

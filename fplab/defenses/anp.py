@@ -48,9 +48,12 @@ code); :func:`pruning_curve` traces clean accuracy and attack success over thres
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -62,7 +65,8 @@ from ..errors import check_choice, check_integer, check_positive, check_range
 from ..metrics import accuracy, attack_success_rate
 from ..models import copy_model
 from ..paths import cache_dir
-from ..store import fingerprint, load_result, memoized, save_result
+from ..store import (fingerprint, load_result, memoized, save_result, sha256_file, verified_load,
+                     verify_sha256)
 from ..train import model_device
 from .pruning import model_key
 
@@ -328,6 +332,7 @@ class ANPResult:
     iterations: int = 0
     cached: bool = False
     history: dict[int, dict[str, Tensor]] = field(default_factory=dict)  # iteration -> masks
+    shipped_key: str = ""  # the name these masks ship under (``anp_masks``' ``shipped``)
 
     def flat(self) -> Tensor:
         """All mask values in one vector (layer order)."""
@@ -362,7 +367,7 @@ def anp_masks(model: nn.Module, data, eps: float = 0.4, steps: int = 1, alpha: f
               lr: float = 0.2, iterations: int = 2000, batch_size: int = 128, n_clean: int = 500,
               seed: int = 0, layers=None, batch_stats: bool | None = None, cache: bool = False,
               progress: bool = True, mode: str = "faithful", clip_noise: bool | None = None,
-              record_at=()) -> ANPResult:
+              record_at=(), shipped: bool = False) -> ANPResult:
     """Optimise ANP's neuron masks on ``n_clean`` clean images of ``data`` (the paper's defaults).
 
     Objective (Wu and Wang, 2021, eq. 5)::
@@ -384,7 +389,12 @@ def anp_masks(model: nn.Module, data, eps: float = 0.4, steps: int = 1, alpha: f
 
     ``model`` is left exactly as it was (parameters, running statistics, mode, ``requires_grad``
     flags). ``cache=True`` stores the result under ``$FPLAB_CACHE/anp`` keyed by a hash of the
-    model's weights, the data, every argument and :data:`ANP_VERSION`, and reuses it.
+    model's weights, the data, every argument, :data:`ANP_VERSION` and the compute context (thread
+    count, numerics), and reuses it. ``shipped=True``: masks that ship with fplab for exactly this
+    model, data and arguments (``fplab/weights/anp-<hash>``, SHA-256 verified; the hash leaves the
+    compute context out) are read instead of computed, in any context, as the shipped models are:
+    for runs of an hour (chapter 5's deeper network), not for the quick ones a reader's own
+    machine should compute. ``FPLAB_NO_SHIPPED=1`` switches them off.
     """
     _check(eps, alpha, steps)
     check_choice("mode", mode, MODES)
@@ -402,9 +412,15 @@ def anp_masks(model: nn.Module, data, eps: float = 0.4, steps: int = 1, alpha: f
                 batch_size=batch_size, n_clean=n_clean, seed=seed, layers=layers,
                 version=ANP_VERSION, mode=mode, clip=clip, batch_stats=batch_stats,
                 record_at=record_at)
+    name = _shipped_key(model, clean, args)
     if cache:
         key = _cache_key(model, clean, args)
         hit = _cache_read(key)
+        if hit is not None:
+            hit.shipped_key = name
+            return hit
+    if shipped:
+        hit = _shipped_read(name)
         if hit is not None:
             return hit
     device = model_device(model)
@@ -445,7 +461,7 @@ def anp_masks(model: nn.Module, data, eps: float = 0.4, steps: int = 1, alpha: f
             if it in record_at:
                 history[it] = pert.values()
         result = ANPResult(pert.values(), losses, time.perf_counter() - start, iterations,
-                           history=history)
+                           history=history, shipped_key=name)
     if cache:
         _cache_write(key, result)
     return result
@@ -605,17 +621,46 @@ def _cache_key(model: nn.Module, clean: Data, args: dict) -> str:
     return fingerprint(model.state_dict(), clean.x, clean.y, args, device=model_device(model))
 
 
-def _cache_read(key: str) -> ANPResult | None:
-    hit = load_result(cache_dir() / "anp", key)
-    if hit is None:
-        return None
-    state, record = hit
+def _shipped_key(model: nn.Module, clean: Data, args: dict) -> str:
+    return "anp-" + fingerprint(model.state_dict(), clean.x, clean.y, args, context=False)
+
+
+def _from_stored(state: dict, record: dict, name: str = "") -> ANPResult:
     history = {int(k): v for k, v in state.get("history", {}).items()}
     return ANPResult(state["masks"], state["losses"], record["seconds"], record["iterations"], True,
-                     history)
+                     history, name)
 
 
-def _cache_write(key: str, result: ANPResult) -> None:
-    save_result(cache_dir() / "anp", key, {"masks": result.masks, "losses": result.losses,
-                                         "history": {str(k): v for k, v in result.history.items()}},
+def _cache_read(key: str) -> ANPResult | None:
+    hit = load_result(cache_dir() / "anp", key)
+    return None if hit is None else _from_stored(*hit)
+
+
+def _cache_write(key: str, result: ANPResult, folder=None) -> None:
+    save_result(cache_dir() / "anp" if folder is None else folder, key,
+                {"masks": result.masks, "losses": result.losses,
+                 "history": {str(k): v for k, v in result.history.items()}},
                 {"seconds": round(result.seconds, 3), "iterations": result.iterations})
+
+
+#: The files of a shipped set of masks (``fplab/weights/<shipped_key>/``).
+SHIPPED_FILES = ("masks.pt", "masks.json")
+
+
+def ship_masks(result: ANPResult, folder) -> dict[str, str]:
+    """Maintainers (``make ship-weights``): write ``result`` into ``folder`` as it ships
+    (:data:`SHIPPED_FILES`); returns ``{file name: SHA-256}`` for the weights manifest."""
+    _cache_write("masks", result, folder)
+    return {name: sha256_file(Path(folder) / name) for name in SHIPPED_FILES}
+
+
+def _shipped_read(name: str) -> ANPResult | None:
+    """The masks shipped as ``name`` (files verified against the weights manifest), or ``None``."""
+    from .. import zoo
+    entry = zoo.shipped_entries().get(name)
+    if entry is None or os.environ.get("FPLAB_NO_SHIPPED"):
+        return None
+    folder = zoo.SHIPPED_DIR / name
+    verify_sha256(folder / "masks.json", entry["files"]["masks.json"])
+    record = json.loads((folder / "masks.json").read_text())
+    return _from_stored(verified_load(folder / "masks.pt", entry["files"]["masks.pt"]), record, name)
