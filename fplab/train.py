@@ -67,6 +67,13 @@ def random_shift(x: Tensor, pixels: int, gen: torch.Generator) -> Tensor:
                   rows, cols]
 
 
+def lr_at(lr: float, milestones, epoch: int) -> float:
+    """The learning rate :func:`train`'s step schedule gives epoch ``epoch`` (0-based; ``epoch =
+    epochs``: the rate it ends at): ``lr`` divided by 10 for every milestone at or before it. For
+    trainers that call :func:`train` one epoch at a time, or continue after it."""
+    return lr * 0.1 ** sum(m <= epoch for m in milestones)
+
+
 def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_size: int = 128,
           optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
           shift: int = 0, seed: int = 0, params=None, desc: str = "training",

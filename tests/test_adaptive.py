@@ -114,3 +114,19 @@ def test_defense_in_place_with_a_short_anp(synthetic):
     assert count >= 0
     changed = [k for k, v in model.state_dict().items() if not torch.equal(before[k], v)]
     assert (count == 0) == (not changed)
+
+
+def test_defense_in_the_loop_follows_the_recipes_step_schedule(monkeypatch, synthetic):
+    """Trained one epoch at a time, the defense-in-the-loop model gets each epoch's rate of the
+    recipe's step schedule (lr / 10 after each milestone); without milestones every epoch gets lr."""
+    from fplab.attacks import adaptive
+    rates = []
+    real = adaptive.train
+    monkeypatch.setattr(adaptive, "train", lambda *a, **k: rates.append(k["lr"]) or real(*a, **k))
+    monkeypatch.setattr(adaptive, "defend_in_place", lambda *a, **k: 0)
+    recipe = replace(recipes()["defense_in_loop"], train={**TRAIN, "epochs": 4, "milestones": [2, 3]})
+    adaptive.train_defense_in_loop(recipe, synthetic)
+    assert rates == pytest.approx([3e-3, 3e-3, 3e-4, 3e-5])
+    rates.clear()
+    adaptive.train_defense_in_loop(replace(recipe, train={**TRAIN, "epochs": 2}), synthetic)
+    assert rates == [3e-3, 3e-3]

@@ -77,3 +77,38 @@ def test_bad_input():
     with pytest.raises(ValueError, match="layer"):
         pruning_aware_attack(copy_model(m), splits.train, splits.train, attack, 10, {"epochs": 1},
                              layer="classifier.fc1")
+
+
+def test_step_schedule_scales_with_the_retraining_and_later_rounds_continue_at_its_end(monkeypatch,
+                                                                                      cache):
+    """The recipe's milestones scale with step 3's shorter retraining; a re-instating round
+    trains one more epoch at the rate the schedule ended at."""
+    from fplab import zoo
+    from fplab.attacks import pruning_aware as pa
+    calls = []
+    real = pa.train
+    monkeypatch.setattr(pa, "train", lambda *a, **k: calls.append(
+        (k.get("epochs"), k.get("lr"), list(k.get("milestones", ())))) or real(*a, **k))
+    splits = load_dataset("synthetic")
+    attack = Attack("square", "all_to_one", target=0, rate=0.1, trigger_options={"size": 4})
+    clean = build_model("mnist_cnn", splits.shape, splits.num_classes, seed=0)
+    train(clean, splits.train, epochs=1, lr=3e-3, progress=False)
+    poisoned = poison(splits.train, attack, splits.num_classes).data
+    pruning_aware_attack(clean, splits.train, poisoned, attack, splits.num_classes,
+                         {"epochs": 4, "lr": 3e-3, "milestones": [2, 3]}, max_drop=0.2,
+                         max_fraction=0.6, max_rounds=1, min_asr=1.01, progress=False)
+    assert calls[0] == (4, 3e-3, [2, 3])
+    assert calls[1][0] == 1 and calls[1][1] == pytest.approx(3e-5) and calls[1][2] == []
+    recipe = zoo.Recipe(dataset="synthetic", model="mnist_cnn", attack=attack.spec(),
+                        kind="pruning_aware", train={"epochs": 8, "lr": 3e-3, "milestones": [4, 6]},
+                        extra={"clean_train": {"epochs": 1, "lr": 3e-3}})
+    class Seen(Exception):
+        pass
+
+    def spy(*args, **kwargs):
+        raise Seen(args[5])
+
+    monkeypatch.setattr(pa, "pruning_aware_attack", spy)
+    with pytest.raises(Seen) as seen:
+        pa.train_pruning_aware(recipe, splits)
+    assert seen.value.args[0]["epochs"] == 4 and seen.value.args[0]["milestones"] == [2, 3]

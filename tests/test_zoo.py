@@ -88,7 +88,10 @@ def test_step_schedule_divides_the_learning_rate_at_each_milestone():
     from fplab.data import Data
     from fplab.train import train
     x, y = torch.ones(1, 1), torch.tensor([0])
+    from fplab.train import lr_at
     for milestones, rates in (((), (0.5, 0.5, 0.5)), ((1, 2), (0.5, 0.05, 0.005))):
+        # lr_at (for trainers that train an epoch at a time) gives the same rates
+        assert [lr_at(0.5, milestones, e) for e in range(3)] == pytest.approx(rates)
         model = torch.nn.Linear(1, 2, bias=False)
         torch.nn.init.zeros_(model.weight)
         seen = []

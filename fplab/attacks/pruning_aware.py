@@ -38,7 +38,7 @@ from ..metrics import accuracy, attack_success_rate
 from ..models import channel_layer, copy_model, last_conv_layer
 from ..poison import Attack, poison
 from ..store import atomic_write_json
-from ..train import model_device, seed_everything, train
+from ..train import lr_at, model_device, seed_everything, train
 
 
 @dataclass
@@ -143,7 +143,9 @@ def pruning_aware_attack(clean_model: nn.Module, clean: Data, poisoned: Data, at
             back, pruned = pruned[-reinstate:], pruned[:-reinstate]
             report.reinstated += back
             set_channel_mask(model, pruned, layer)
-            options["epochs"] = 1
+            # one more epoch at the rate the schedule ended at (``retrain``'s lr without steps)
+            options.update(epochs=1, lr=lr_at(retrain.get("lr", 1e-3), retrain.get("milestones", ()),
+                                              retrain.get("epochs", 1)), milestones=())
         train(model, poisoned, seed=seed + round_, progress=progress,
               desc=f"pruning-aware step 3 (round {round_})", **options)
         acc = accuracy(model, clean)
@@ -185,6 +187,9 @@ def train_pruning_aware(recipe: zoo.Recipe, splits: Splits) -> nn.Module:
     poisoned = poison(splits.train, attack, splits.num_classes, seed=recipe.seed).data
     retrain = dict(recipe.train)
     retrain["epochs"] = max(1, round(retrain.get("epochs", 1) * scale))
+    if retrain.get("milestones"):  # the step schedule scaled with the epochs
+        retrain["milestones"] = sorted({round(m * scale) for m in retrain["milestones"]}
+                                       & set(range(1, retrain["epochs"])))
     model, report = pruning_aware_attack(clean_model, splits.train, poisoned, attack,
                                          splits.num_classes, retrain, seed=recipe.seed, **extra)
     atomic_write_json(report.to_dict(), report_path(recipe))  # the zoo's manifest records its hash
