@@ -29,6 +29,8 @@ NOT_REPRODUCED: dict[str, set[str]] = {
         'k-WTA falls to BPDA / smoothed gradients (< 10%)',
     },
     "07_adaptive_backdoors": {
+        'ANP-aware raises ASR after ANP by >= 30 points at <= 3 points clean cost',
+        'defense-in-the-loop raises ASR after ANP by >= 30 points at <= 3 points clean cost',
         'Adap-Blend raises ASR after fine-pruning by >= 30 points at <= 3 points clean cost',
         'CLP removes the baseline patch backdoor (< 10%) at <= 3 points clean loss',
     },
