@@ -143,3 +143,5 @@ def test_the_deeper_networks_anp_runs_ship_for_the_notebooks_own_arguments(cache
         result = bench.deep_masks(model, clean, bench.NOTEBOOK_ANP, seed)
         assert result.cached and zoo.shipped_entries()[result.shipped_key]["label"] == label
         assert sorted(result.history) == list(bench.DEEP_ITERATIONS) and result.iterations == 2000
+        # the section's benchmark table (run_defenses) asks for the same run through masks_for
+        assert bench.masks_for(model, clean, bench.deep_anp(bench.NOTEBOOK_ANP), seed).cached

@@ -254,7 +254,7 @@ def deep_masks(model: nn.Module, clean: Data, anp: dict, seed: int = 0):
     57 minutes on one CPU thread). The runs of the notebook's own arguments
     (:func:`shipped_deep_runs`) ship with fplab like the models they belong to, and are read in
     any context (thread count, numerics) instead of computed."""
-    return masks_for(model, clean, deep_anp(anp), seed, progress=True, shipped=True)
+    return masks_for(model, clean, deep_anp(anp), seed, progress=True)
 
 
 #: ANP's arguments as the notebook's parameters set them (the paper's eps, steps, alpha, mask
@@ -346,13 +346,13 @@ def fine_tune(model: nn.Module, clean: Data, lr: float, epochs: int = 10, seed: 
               cache=True)
 
 
-def masks_for(model: nn.Module, clean: Data, anp: dict, seed: int = 0, progress: bool = False,
-              shipped: bool = False):
+def masks_for(model: nn.Module, clean: Data, anp: dict, seed: int = 0, progress: bool = False):
     """ANP's masks for ``model`` on all of ``clean`` (``anp``: arguments of
-    :func:`~fplab.defenses.anp.anp_masks`), cached (``shipped``: or read as they ship)."""
+    :func:`~fplab.defenses.anp.anp_masks`), cached, or read as they ship with fplab where they
+    do (the deeper network's hour-long runs, :func:`shipped_deep_runs`: in any context)."""
     from ..defenses.anp import anp_masks
     return anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, progress=progress,
-                     shipped=shipped, **anp)
+                     shipped=True, **anp)
 
 
 def run_defenses(model: nn.Module, splits: Splits, atk: Attack, clean: Data, anp: dict,
