@@ -336,7 +336,7 @@ def _recompute_deep_masks(only) -> bool:
     mask (final and recorded) with the shipped ones within 0.01."""
     from . import zoo
     from .chapters.ch05_anp import shipped_deep_runs
-    from .defenses.anp import _shipped_read, anp_masks
+    from .defenses.anp import anp_masks, read_shipped_masks
     ok = True
     for label, recipe, clean, anp, seed in shipped_deep_runs():
         if not only or label not in only:
@@ -344,7 +344,7 @@ def _recompute_deep_masks(only) -> bool:
         model = zoo.entry_model(zoo.SHIPPED_DIR / recipe.recipe_hash())
         again = anp_masks(model, clean, n_clean=len(clean), seed=seed, **anp)
         os.environ.pop("FPLAB_NO_SHIPPED", None)
-        shipped = _shipped_read(again.shipped_key)
+        shipped = read_shipped_masks(again.shipped_key)
         os.environ["FPLAB_NO_SHIPPED"] = "1"
         if shipped is None:
             print(f"{label}: no shipped masks for the shipped model and these arguments -> DIFFERENT")

@@ -420,7 +420,7 @@ def anp_masks(model: nn.Module, data, eps: float = 0.4, steps: int = 1, alpha: f
             hit.shipped_key = name
             return hit
     if shipped:
-        hit = _shipped_read(name)
+        hit = read_shipped_masks(name)
         if hit is not None:
             return hit
     device = model_device(model)
@@ -654,8 +654,9 @@ def ship_masks(result: ANPResult, folder) -> dict[str, str]:
     return {name: sha256_file(Path(folder) / name) for name in SHIPPED_FILES}
 
 
-def _shipped_read(name: str) -> ANPResult | None:
-    """The masks shipped as ``name`` (files verified against the weights manifest), or ``None``."""
+def read_shipped_masks(name: str) -> ANPResult | None:
+    """The masks shipped with fplab as ``name`` (an :attr:`ANPResult.shipped_key`; files verified
+    against the weights manifest), or ``None`` when none ship under it or ``FPLAB_NO_SHIPPED``."""
     from .. import zoo
     entry = zoo.shipped_entries().get(name)
     if entry is None or os.environ.get("FPLAB_NO_SHIPPED"):
