@@ -211,12 +211,12 @@ def ship_weights(args) -> None:
 
 def _ship_deep_masks(only, old: dict) -> dict:
     """Chapter 5's deeper-network ANP runs (:func:`fplab.chapters.ch05_anp.shipped_deep_runs`:
-    an hour each on one CPU thread) into fplab/weights, for the models as they ship: taken from
-    the cache or the results snapshot, else computed. ``{key: manifest entry}``; with ``only``,
+    an hour each on one CPU thread) into fplab/weights, for the models as they ship: read from
+    the cache, the results snapshot or fplab/weights itself (:func:`masks_for`), else computed. ``{key: manifest entry}``; with ``only``,
     the runs not named keep their shipped entries."""
     from . import zoo
-    from .chapters.ch05_anp import shipped_deep_runs
-    from .defenses.anp import anp_masks, ship_masks
+    from .chapters.ch05_anp import masks_for, shipped_deep_runs
+    from .defenses.anp import ship_masks
     entries = {}
     for label, recipe, clean, anp, seed in shipped_deep_runs():
         kept = [k for k, e in old.items() if e.get("label") == label]
@@ -224,7 +224,7 @@ def _ship_deep_masks(only, old: dict) -> dict:
             entries[kept[0]] = old[kept[0]]
             continue
         model = zoo.load(recipe, splits=recipe.splits()).model
-        result = anp_masks(model, clean, n_clean=len(clean), seed=seed, cache=True, **anp)
+        result = masks_for(model, clean, anp, seed, progress=True)
         files = ship_masks(result, zoo.SHIPPED_DIR / result.shipped_key)
         entries[result.shipped_key] = {"label": label, "kind": "anp_masks", "files": files,
                                        "model": recipe.recipe_hash(), "seed": seed,

@@ -67,14 +67,27 @@ def random_shift(x: Tensor, pixels: int, gen: torch.Generator) -> Tensor:
                   rows, cols]
 
 
+#: :func:`train`'s default learning rate.
+LR = 1e-3
+
+
 def lr_at(lr: float, milestones, epoch: int) -> float:
     """The learning rate :func:`train`'s step schedule gives epoch ``epoch`` (0-based; ``epoch =
-    epochs``: the rate it ends at): ``lr`` divided by 10 for every milestone at or before it. For
-    trainers that call :func:`train` one epoch at a time, or continue after it."""
+    epochs``: the rate it ends at): ``lr`` divided by 10 for every milestone at or before it."""
     return lr * 0.1 ** sum(m <= epoch for m in milestones)
 
 
-def train(model: nn.Module, data: Data, epochs: int, lr: float = 1e-3, batch_size: int = 128,
+def epoch_options(options: dict, epoch: int) -> dict:
+    """:func:`train`'s keyword arguments ``options`` (a recipe's ``train``) for epoch ``epoch``
+    alone (0-based; ``epoch = epochs``: one more after the last): the step schedule's rate then
+    (:func:`lr_at`), without ``epochs`` and ``milestones``. For trainers that call :func:`train`
+    one epoch at a time, or continue after it."""
+    rest = {k: v for k, v in options.items() if k not in ("epochs", "milestones")}
+    rest["lr"] = lr_at(options.get("lr", LR), options.get("milestones", ()), epoch)
+    return rest
+
+
+def train(model: nn.Module, data: Data, epochs: int, lr: float = LR, batch_size: int = 128,
           optimizer: str = "adam", weight_decay: float = 0.0, momentum: float = 0.9,
           shift: int = 0, seed: int = 0, params=None, desc: str = "training",
           progress: bool = True, on_epoch=None, milestones=()) -> list[float]:

@@ -49,7 +49,7 @@ from ..defenses.clp import DEFAULT_U, channel_lipschitz, clp_select, zero_channe
 from ..errors import check_choice, check_range
 from ..models import build_model
 from ..poison import Attack, eligible, poison
-from ..train import default_device, lr_at, model_device, seed_everything, train
+from ..train import default_device, epoch_options, model_device, seed_everything, train
 
 DEFENSES_IN_LOOP = ("clp", "anp")
 
@@ -150,19 +150,18 @@ def defend_in_place(model: nn.Module, defense: str, clean: Data | None = None, u
 def train_defense_in_loop(recipe: zoo.Recipe, splits: Splits) -> nn.Module:
     """Zoo trainer: ``recipe.train["epochs"]`` epochs from scratch on the poisoned data, each
     followed by :func:`defend_in_place` with ``extra["defense"]`` (default CLP, ``extra["u"]``);
-    a step schedule (``milestones``) sets each epoch's learning rate (:func:`fplab.train.lr_at`)."""
+    a step schedule (``milestones``) sets each epoch's learning rate
+    (:func:`fplab.train.epoch_options`)."""
     extra = dict(recipe.extra)
     defense = extra.pop("defense", "clp")
     check_choice("defense", defense, DEFENSES_IN_LOOP)
     _, data = _poisoned_data(recipe, splits)
-    options = dict(recipe.train)
-    epochs, milestones = options.pop("epochs"), options.pop("milestones", ())
-    lr = options.pop("lr", 1e-3)
     model = build_model(recipe.model, splits.shape, splits.num_classes, seed=recipe.seed)
     model.to(default_device())
+    epochs = recipe.train["epochs"]
     for epoch in progress_bar(range(epochs), desc=f"training with {defense} in the loop"):
-        train(model, data, epochs=1, lr=lr_at(lr, milestones, epoch), seed=recipe.seed + epoch,
-              progress=False, **options)
+        train(model, data, epochs=1, seed=recipe.seed + epoch, progress=False,
+              **epoch_options(recipe.train, epoch))
         defend_in_place(model, defense, splits.train, seed=recipe.seed, **extra)
     model.eval()
     return model

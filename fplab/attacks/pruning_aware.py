@@ -38,7 +38,7 @@ from ..metrics import accuracy, attack_success_rate
 from ..models import channel_layer, copy_model, last_conv_layer
 from ..poison import Attack, poison
 from ..store import atomic_write_json
-from ..train import lr_at, model_device, seed_everything, train
+from ..train import epoch_options, model_device, seed_everything, train
 
 
 @dataclass
@@ -143,9 +143,8 @@ def pruning_aware_attack(clean_model: nn.Module, clean: Data, poisoned: Data, at
             back, pruned = pruned[-reinstate:], pruned[:-reinstate]
             report.reinstated += back
             set_channel_mask(model, pruned, layer)
-            # one more epoch at the rate the schedule ended at (``retrain``'s lr without steps)
-            options.update(epochs=1, lr=lr_at(retrain.get("lr", 1e-3), retrain.get("milestones", ()),
-                                              retrain.get("epochs", 1)), milestones=())
+            # one more epoch at the rate the schedule ended at
+            options = {**epoch_options(retrain, retrain.get("epochs", 1)), "epochs": 1}
         train(model, poisoned, seed=seed + round_, progress=progress,
               desc=f"pruning-aware step 3 (round {round_})", **options)
         acc = accuracy(model, clean)
